@@ -1,0 +1,403 @@
+"""Typed configuration: one dataclass per section, YAML presets, `a.b=c` overrides, validated once.
+
+    cfg = load_config("configs/demo_cpu.yaml", ["trainer.rollout_steps=5", "algorithm.kl_coef=0.001"])
+
+Loading rejects unknown keys (with the closest valid key), values of the wrong type and impossible
+combinations (batch sizes that do not divide), raising `ConfigError`; the CLI turns that into exit
+code 2 without a traceback. `derived(cfg, world_size)` computes the quantities users otherwise get
+wrong (gradient accumulation, optimizer steps per rollout step, total optimizer steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user must fix; the message names the key and the value."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "builtin:tiny-qwen2.5-vl"  # local dir, hub id, or builtin:tiny-qwen2.5-vl / builtin:tiny-qwen3-vl
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    min_pixels: int = 3136  # image resize bounds handed to the processor (pixels per image)
+    max_pixels: int = 1048576
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False  # freeze the vision tower (patch embed + blocks)
+    freeze_projector: bool = False  # freeze the vision-to-text merger
+    attn_implementation: str = "sdpa"
+    seed: int = 0  # seed of the builtin tiny models' random weights
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=lambda: ["builtin:synthetic"])  # prepared dirs, files or builtin:*
+    train_weights: list[float] = field(default_factory=list)  # mixture weights, one per train entry (empty = by size)
+    val: list[str] = field(default_factory=list)  # held-out data; empty + builtin train = a held-out synthetic split
+    val_size: int = 64  # held-out prompts scored by the trainer's evaluation
+    synthetic_size: int = 2000  # rows of builtin:synthetic
+    synthetic_tasks: list[str] = field(default_factory=lambda: ["count", "color", "compare"])
+    synthetic_image_size: int = 56
+    format_template: str = "boxed"  # a file in spark_vl/templates/format/ (name) or a path to a template file
+    system_prompt: str | None = None
+    max_prompt_length: int = 1024  # tokens INCLUDING image tokens; longer prompts are dropped and counted
+    shuffle: bool = True
+    seed: int = 0
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["hf", "vllm"] = "hf"
+    samples_per_prompt: int = 4  # n rollouts per prompt (the GRPO group size)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = disabled
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    repetition_penalty: float = 1.0
+    generation_batch_size: int = 64  # sequences per generate() call (prompts x samples)
+    vllm_gpu_memory_utilization: float = 0.5
+    vllm_tensor_parallel_size: int = 1
+    vllm_enable_sleep: bool = True
+
+
+@dataclass
+class RewardConfig:
+    name: str = "math"  # a built-in reward name or "package.module:function"
+    extract: Literal["first", "last"] = "last"  # which final answer counts when several are given
+    format: Literal["none", "boxed", "think_boxed", "answer_tag"] = "boxed"  # what the format part checks
+    format_weight: float = 0.0  # overall = (1 - w) * accuracy + w * format
+    timeout_s: float = 2.0  # hard limit for one symbolic comparison
+    num_workers: int = 0  # verifier process pool size; 0 = score in-process (still time-limited)
+    judge_weight: float = 0.0  # weight of the model's own P(yes) for samples without a verifiable gold
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline | "package.module:function"
+    norm_by_std: bool = True  # divide by the group std (GRPO); False = Dr.GRPO's mean-only advantage
+    std_unbiased: bool = True  # torch.std (n - 1), as OpenRLHF/SPARK code; False = population std (paper)
+    adv_eps: float = 1e-6
+    policy_loss: str = "ppo_clip"  # ppo_clip | gspo | "package.module:function"
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float | None = None  # e.g. 3.0; None = off
+    kl_coef: float = 0.0  # 0 = no reference model is built
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    loss_agg: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = (
+        "token-mean"
+    )
+    loss_agg_norm: int | None = None  # constant of seq-mean-token-sum-norm; None = rollout.max_new_tokens
+    ppo_epochs: int = 1  # passes over each rollout batch
+    sft_coef: float = 0.0  # weight of the supervised NLL term on expert solutions (0 = off)
+    sft_prompts_per_step: int = 0  # expert samples (rows with a `solution`) mixed into each step
+    entropy_coef: float = 0.0
+
+
+@dataclass
+class SparkConfig:
+    enabled: bool = False  # false = plain GRPO
+    schedule: Literal["alternate", "mixed"] = "alternate"
+    judgment_cap: int = 32  # judgment prompts kept per policy step
+    reflection_cap: int = 32  # reflection prompts kept per policy step
+    pointwise_prob: float = 0.3  # mixed groups: pointwise with this probability, else pairwise
+    reflection_cot_fraction: float = 0.5  # share of reflection prompts that show the full reasoning
+    reflection_from_correct: float = 0.0  # share of reflection prompts built from correct rollouts
+    mixed_share: float = 0.5  # schedule=mixed: share of each step's prompts that are auxiliary
+    max_age: int = 4  # auxiliary prompts older than this many policy steps are dropped
+    samples_per_prompt: int | None = None  # rollouts per auxiliary prompt; None = rollout.samples_per_prompt
+    templates: str | None = None  # a folder of template files replacing spark_vl/templates/spark
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: str = "runs/spark-vl"
+    rollout_steps: int = 20  # policy rollout steps (each: sample, rollout, reward, update)
+    prompts_per_step: int = 8  # global prompts per rollout step
+    sequences_per_optimizer_step: int = 32  # global sequences per optimizer step (the PPO mini-batch)
+    micro_batch_size: int = 4  # sequences per device per forward/backward
+    lr: float = 1e-6
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_ratio: float = 0.03  # share of total optimizer steps spent in linear warm-up
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    save_every: int = 0  # rollout steps between checkpoints; 0 = only at the end
+    keep_last: int = 2  # checkpoints kept
+    eval_every: int = 0  # rollout steps between held-out evaluations; 0 = only before and after training
+    eval_max_new_tokens: int | None = None  # None = rollout.max_new_tokens
+    max_bad_steps: int = 3  # consecutive non-finite losses before the run aborts
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    config_file: str | None = None  # a DeepSpeed JSON whose entries override the generated ones
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list[str] = field(default_factory=list)
+    protocol: str = "spark"
+    max_new_tokens: int = 2048
+    repetition_penalty: float = 1.05
+    batch_size: int = 16
+    limit: int | None = None  # items per benchmark (None = all)
+    self_reflect: bool = False
+    max_rounds: int = 2
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "spark-vl"
+    log_samples_every: int = 10  # rollout steps between dumps of example rollouts to samples.jsonl
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a validated `Config` from a YAML preset (optional) and `a.b=c` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    cfg = _build(Config, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    dotted, _, text = item.partition("=")
+    keys = dotted.strip().split(".")
+    if len(keys) < 2 or not all(keys):
+        raise ConfigError(f"override {item!r} must name a section and a key, e.g. trainer.lr=1e-6")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw[name] if raw[name] is not None else {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(raw[name], hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the annotation `hint`, converting only where it is lossless (int -> float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single item is accepted for a list (e.g. data.train=path)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} must be a list")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return value
+    return value
+
+
+def validate(cfg: Config, world_size: int = 1) -> None:
+    """Reject impossible values and batch sizes that do not divide, naming the key and the value."""
+    t, r, a = cfg.trainer, cfg.rollout, cfg.algorithm
+    positive = {
+        "trainer.rollout_steps": t.rollout_steps,
+        "trainer.prompts_per_step": t.prompts_per_step,
+        "trainer.sequences_per_optimizer_step": t.sequences_per_optimizer_step,
+        "trainer.micro_batch_size": t.micro_batch_size,
+        "rollout.samples_per_prompt": r.samples_per_prompt,
+        "rollout.max_new_tokens": r.max_new_tokens,
+        "rollout.generation_batch_size": r.generation_batch_size,
+        "algorithm.ppo_epochs": a.ppo_epochs,
+        "data.max_prompt_length": cfg.data.max_prompt_length,
+        "trainer.keep_last": t.keep_last,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be positive")
+    if t.lr <= 0:
+        raise ConfigError(f"trainer.lr={t.lr} must be positive")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        raise ConfigError(f"trainer.min_lr_ratio={t.min_lr_ratio} must lie in [0, 1]")
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        raise ConfigError(f"trainer.warmup_ratio={t.warmup_ratio} must lie in [0, 1)")
+    if len(t.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in t.adam_betas):
+        raise ConfigError(f"trainer.adam_betas={t.adam_betas} must be two numbers in [0, 1)")
+    if r.temperature < 0:
+        raise ConfigError(f"rollout.temperature={r.temperature} must be >= 0 (0 = greedy)")
+    if not 0.0 < r.top_p <= 1.0:
+        raise ConfigError(f"rollout.top_p={r.top_p} must lie in (0, 1]")
+    if a.clip_low < 0 or a.clip_high < 0:
+        raise ConfigError(f"algorithm.clip_low/clip_high ({a.clip_low}, {a.clip_high}) must be >= 0")
+    if a.dual_clip is not None and a.dual_clip <= 1.0:
+        raise ConfigError(f"algorithm.dual_clip={a.dual_clip} must be > 1 (or null to disable)")
+    if a.kl_coef < 0:
+        raise ConfigError(f"algorithm.kl_coef={a.kl_coef} must be >= 0")
+    if a.sft_coef < 0 or a.sft_prompts_per_step < 0:
+        raise ConfigError("algorithm.sft_coef and algorithm.sft_prompts_per_step must be >= 0")
+    if not 0.0 <= cfg.reward.format_weight <= 1.0:
+        raise ConfigError(f"reward.format_weight={cfg.reward.format_weight} must lie in [0, 1]")
+    if cfg.model.min_pixels <= 0 or cfg.model.max_pixels < cfg.model.min_pixels:
+        raise ConfigError(
+            f"model.min_pixels={cfg.model.min_pixels} / model.max_pixels={cfg.model.max_pixels}: "
+            "need 0 < min_pixels <= max_pixels"
+        )
+    if cfg.data.train_weights and len(cfg.data.train_weights) != len(cfg.data.train):
+        raise ConfigError(
+            f"data.train_weights has {len(cfg.data.train_weights)} entries but data.train has {len(cfg.data.train)}"
+        )
+    if any(w < 0 for w in cfg.data.train_weights):
+        raise ConfigError(f"data.train_weights={cfg.data.train_weights} must be >= 0")
+    for key in ("pointwise_prob", "reflection_cot_fraction", "reflection_from_correct", "mixed_share"):
+        value = getattr(cfg.spark, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"spark.{key}={value} must lie in [0, 1]")
+    rollout_sequences = t.prompts_per_step * r.samples_per_prompt
+    if rollout_sequences % t.sequences_per_optimizer_step:
+        raise ConfigError(
+            f"trainer.sequences_per_optimizer_step={t.sequences_per_optimizer_step} must divide the sequences of "
+            f"one rollout step (trainer.prompts_per_step x rollout.samples_per_prompt = {rollout_sequences})"
+        )
+    per_rank = t.micro_batch_size * world_size
+    if t.sequences_per_optimizer_step % per_rank:
+        raise ConfigError(
+            f"trainer.sequences_per_optimizer_step={t.sequences_per_optimizer_step} must be a multiple of "
+            f"trainer.micro_batch_size x world size = {t.micro_batch_size} x {world_size} = {per_rank}"
+        )
+    if t.prompts_per_step % world_size:
+        raise ConfigError(f"trainer.prompts_per_step={t.prompts_per_step} must be a multiple of world size {world_size}")
+
+
+@dataclass
+class Derived:
+    """Quantities computed from the config, printed at start and saved with the resolved config."""
+
+    world_size: int
+    sequences_per_rollout_step: int
+    grad_accum_steps: int
+    optimizer_steps_per_rollout_step: int
+    total_optimizer_steps: int
+    warmup_steps: int
+
+
+def derived(cfg: Config, world_size: int = 1, aux_optimizer_steps: int = 0) -> Derived:
+    """Derived batch arithmetic. `aux_optimizer_steps` adds SPARK's auxiliary-phase updates to the total,
+    so the LR schedule spans every optimizer step actually taken (the reference code's schedule does not)."""
+    t = cfg.trainer
+    sequences = t.prompts_per_step * cfg.rollout.samples_per_prompt
+    per_step = cfg.algorithm.ppo_epochs * sequences // t.sequences_per_optimizer_step
+    total = per_step * t.rollout_steps + aux_optimizer_steps
+    return Derived(
+        world_size=world_size,
+        sequences_per_rollout_step=sequences,
+        grad_accum_steps=t.sequences_per_optimizer_step // (t.micro_batch_size * world_size),
+        optimizer_steps_per_rollout_step=per_step,
+        total_optimizer_steps=total,
+        warmup_steps=int(round(t.warmup_ratio * total)),
+    )
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,153 @@
+"""Typed containers that flow through spark-vl.
+
+    Sample ──► Prompt ──► Rollout (n per prompt, grouped in a RolloutGroup) ──► TrainBatch
+
+Every stage passes these dataclasses, never string-keyed dicts of tensors. A `Prompt` always carries
+the `Sample` its verifier checks against: for a policy prompt that is the dataset row, for a SPARK
+auxiliary prompt it is a derived sample whose `answer` is the verdict label ("Yes"/"No", "A"/"B") or
+the original gold answer (reflection), with `meta["origin_uid"]` pointing at the source row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+# An image reference as stored in a dataset row: a path (absolute, or relative to the dataset root),
+# raw encoded bytes, an HF image struct {"bytes": ..., "path": ...}, or a decoded PIL image.
+ImageRef = Any
+
+# Answer types of the canonical record (see docs/DATA.md). "ab" is the A/B verdict of a judge prompt.
+ANSWER_TYPES = ("mcq_letter", "mcq_multi", "integer", "float", "expression", "text", "yes_no", "ab")
+
+PromptKind = Literal["policy", "judge", "reflect", "expert"]
+
+
+@dataclass
+class Sample:
+    """One dataset row in the canonical schema. `problem` never contains a format instruction."""
+
+    uid: str
+    problem: str  # question text; may contain "<image>" placeholders, one per image, in order
+    answer: str  # bare gold answer (outer \boxed{} removed)
+    images: list[ImageRef] = field(default_factory=list)
+    choices: list[str] | None = None  # option texts for multiple choice, in letter order A, B, ...
+    answer_type: str | None = None  # one of ANSWER_TYPES, None = infer from the answer
+    precision: int | None = None  # MathVista-style decimal places to round to before comparing
+    tolerance: float | None = None  # relative/absolute numeric tolerance override
+    source: str = ""
+    category: str = ""
+    answer_raw: str | None = None  # the gold exactly as the source shipped it
+    solution: str | None = None  # an expert worked solution (supervised term / CHORD), if any
+    difficulty: dict[str, float] | None = None  # e.g. {"passrate": 0.25}
+    group_key: str | None = None  # e.g. DynaMath seed id, WeMath composite id
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prompt:
+    """A rendered chat prompt plus everything needed to reward its rollouts."""
+
+    uid: str  # unique per prompt; policy prompts reuse sample.uid, auxiliary prompts derive one
+    messages: list[dict[str, Any]]  # chat messages; content parts {"type": "image"} / {"type": "text", ...}
+    images: list[Any]  # decoded PIL images, in the order of the image parts in `messages`
+    sample: Sample  # what the verifier checks the response against
+    kind: PromptKind = "policy"
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"judge_form": "pairwise", "origin_uid": ...}
+
+    @property
+    def label(self) -> str:
+        """What the verifier compares against: the gold answer, "Yes"/"No" or "A"/"B"."""
+        return self.sample.answer
+
+
+@dataclass
+class RewardOutput:
+    """The reward of one response with its named parts (each in [0, 1] unless documented otherwise)."""
+
+    overall: float
+    parts: dict[str, float] = field(default_factory=dict)  # e.g. {"accuracy": 1.0, "format": 1.0}
+    extracted: str | None = None  # the answer the verifier read from the response, for logging
+
+    @property
+    def correct(self) -> bool:
+        return self.parts.get("accuracy", self.overall) >= 1.0
+
+
+@dataclass
+class SamplingParams:
+    """Decoding settings shared by every rollout backend."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = disabled
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class Rollout:
+    """One sampled response to a prompt."""
+
+    prompt: Prompt
+    token_ids: list[int]  # response tokens only, including the final EOS when generation stopped on it
+    text: str  # decoded response without special tokens
+    logprobs: list[float] | None = None  # behaviour log-probs of token_ids under the sampler, if recorded
+    finish_reason: str = "stop"  # "stop" (EOS or stop string) | "length"
+    reward: RewardOutput | None = None
+
+
+@dataclass
+class RolloutGroup:
+    """The n rollouts of one prompt."""
+
+    prompt: Prompt
+    rollouts: list[Rollout]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [r.reward.overall if r.reward is not None else 0.0 for r in self.rollouts]
+
+    @property
+    def num_correct(self) -> int:
+        return sum(1 for r in self.rollouts if r.reward is not None and r.reward.correct)
+
+
+@dataclass
+class TrainBatch:
+    """Padded tensors for one micro-batch of the update. B = sequences, T = padded length (prompt + response).
+
+    Response-aligned tensors (`*_logprobs`, `advantages`, `response_mask`, `loss_weights`) are indexed by
+    the *predicting* position: entry [b, t] belongs to token input_ids[b, t + 1], so they have T - 1 columns.
+    """
+
+    input_ids: torch.Tensor  # [B, T] long, right-padded
+    attention_mask: torch.Tensor  # [B, T] long
+    mm_token_type_ids: torch.Tensor  # [B, T] int, 1 on image tokens, 0 elsewhere (zero over responses)
+    pixel_values: torch.Tensor | None  # [num_patches, patch_dim], all images of the batch concatenated
+    image_grid_thw: torch.Tensor | None  # [num_images, 3]
+    response_mask: torch.Tensor  # [B, T-1] float, 1 where the predicted token is a response token
+    advantages: torch.Tensor  # [B, T-1] float (sequence advantage broadcast over response tokens)
+    old_logprobs: torch.Tensor | None = None  # [B, T-1] behaviour/old policy log-probs
+    ref_logprobs: torch.Tensor | None = None  # [B, T-1] frozen reference log-probs
+    loss_weights: torch.Tensor | None = None  # [B] per-sequence weight (e.g. auxiliary share), default 1
+    is_expert: torch.Tensor | None = None  # [B] bool, sequences trained with the supervised term
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        moved = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            moved[name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return TrainBatch(**moved)
