@@ -1,0 +1,80 @@
+"""Load a Qwen2.5-VL / Qwen3-VL policy and its processor, or a builtin tiny model.
+
+`load_model(cfg.model, device)` accepts a local folder, a hub id (when online) or `builtin:<name>`.
+Precision: `dtype: auto` means bf16 on CUDA and fp32 on CPU. Image bounds (`min_pixels`,
+`max_pixels`) are set on the processor. Optional freezing of the vision tower / projector and
+gradient checkpointing are applied here so every entry point (train, eval, export) agrees.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from spark_vl.config import ModelConfig
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def load_processor(cfg: ModelConfig):
+    if cfg.path.startswith(BUILTIN_PREFIX):
+        from spark_vl.models.tiny import build_processor
+
+        return build_processor(cfg.path[len(BUILTIN_PREFIX) :], cfg.min_pixels, cfg.max_pixels)
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(cfg.path, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    # Older checkpoints keep the bounds only in `size`; set both spellings so every version honours them.
+    image_processor = processor.image_processor
+    image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    for name, value in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)):
+        if hasattr(image_processor, name):
+            setattr(image_processor, name, value)
+    return processor
+
+
+def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
+    """(model, processor) on `device`, in the configured precision, with freezing applied."""
+    dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.path.startswith(BUILTIN_PREFIX):
+        from spark_vl.models.tiny import build_tiny
+
+        model, processor = build_tiny(cfg.path[len(BUILTIN_PREFIX) :], cfg.seed, cfg.min_pixels, cfg.max_pixels)
+        model = model.to(dtype)
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        processor = load_processor(cfg)
+        model = AutoModelForImageTextToText.from_pretrained(
+            cfg.path, dtype=dtype, attn_implementation=cfg.attn_implementation
+        )
+    model.to(device)
+    apply_freezing(model, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model, processor
+
+
+def vision_modules(model):
+    """(vision tower, projector) of a Qwen-VL model: `model.model.visual` and its `merger`."""
+    visual = getattr(getattr(model, "model", model), "visual", None)
+    if visual is None:
+        raise ValueError(f"{type(model).__name__} has no vision tower at model.visual")
+    return visual, getattr(visual, "merger", None)
+
+
+def apply_freezing(model, cfg: ModelConfig) -> None:
+    if not (cfg.freeze_vision or cfg.freeze_projector):
+        return
+    visual, merger = vision_modules(model)
+    merger_ids = {id(p) for p in merger.parameters()} if merger is not None else set()
+    for p in visual.parameters():
+        is_projector = id(p) in merger_ids
+        if (is_projector and cfg.freeze_projector) or (not is_projector and cfg.freeze_vision):
+            p.requires_grad_(False)
