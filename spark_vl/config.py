@@ -79,6 +79,8 @@ class RewardConfig:
     timeout_s: float = 2.0  # hard limit for one symbolic comparison
     num_workers: int = 0  # verifier process pool size; 0 = score in-process (still time-limited)
     judge_weight: float = 0.0  # weight of the model's own P(yes) for samples without a verifiable gold
+    extract_fallback: bool = True  # no box/<answer> tag: also read "the answer is ..." and the last line
+    format_single_answer: bool = True  # the format part requires exactly one final answer (box or tag)
 
 
 @dataclass
@@ -112,6 +114,10 @@ class SparkConfig:
     pointwise_prob: float = 0.3  # mixed groups: pointwise with this probability, else pairwise
     reflection_cot_fraction: float = 0.5  # share of reflection prompts that show the full reasoning
     reflection_from_correct: float = 0.0  # share of reflection prompts built from correct rollouts
+    pointwise_ab_prob: float = 0.5  # pointwise prompts phrased as A/B (A = correct) instead of Yes/No
+    pointwise_correct_prob: float = 0.5  # mixed groups, pointwise: probability of showing a correct answer
+    pairwise_a_prob: float = 0.5  # pairwise: probability that the correct answer sits in slot A
+    judge_input: Literal["answer", "cot"] = "answer"  # judge prompts show the final answer or the full response
     mixed_share: float = 0.5  # schedule=mixed: share of each step's prompts that are auxiliary
     max_age: int = 4  # auxiliary prompts older than this many policy steps are dropped
     samples_per_prompt: int | None = None  # rollouts per auxiliary prompt; None = rollout.samples_per_prompt
@@ -158,6 +164,11 @@ class EvalConfig:
     limit: int | None = None  # items per benchmark (None = all)
     self_reflect: bool = False
     max_rounds: int = 2
+    judge_input: Literal["answer", "cot"] = "answer"  # what the self-reflection judge sees (SPARK: answer only)
+    best_of_n: int = 0  # >1 adds a best-of-N row picked by the model's own P(yes); 0 = off
+    best_of_n_temperature: float = 1.0  # sampling temperature of the N candidates
+    reward_both_orders: bool = False  # reward benchmarks: also judge the flipped order (position consistency)
+    cache_dir: str | None = None  # generation cache; None = <out>/cache
 
 
 @dataclass
@@ -226,6 +237,42 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[keys[-1]] = value
 
 
+# Names users bring from other frameworks (OpenRLHF, verl, EasyR1, TRL) -> ours; used for "did you mean".
+SYNONYMS = {
+    "learning_rate": "lr",
+    "n_samples_per_prompt": "samples_per_prompt",
+    "num_generations": "samples_per_prompt",
+    "rollout_batch_size": "prompts_per_step",
+    "train_batch_size": "sequences_per_optimizer_step",
+    "mini_batch_size": "sequences_per_optimizer_step",
+    "micro_train_batch_size": "micro_batch_size",
+    "init_kl_coef": "kl_coef",
+    "kl_loss_coef": "kl_coef",
+    "eps_clip": "clip_low",
+    "clip_ratio_low": "clip_low",
+    "clip_ratio_high": "clip_high",
+    "max_epochs": "ppo_epochs",
+    "generate_max_len": "max_new_tokens",
+    "max_response_length": "max_new_tokens",
+    "max_prompt_length": "max_prompt_length",
+    "num_episodes": "rollout_steps",
+    "max_steps": "rollout_steps",
+    "save_steps": "save_every",
+    "warmup": "warmup_ratio",
+}
+
+
+def suggest(key: str, names: list[str]) -> str | None:
+    """The valid key closest to `key`: direct typo, or a known synonym (or a typo of one)."""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    for alias in difflib.get_close_matches(key, list(SYNONYMS), n=3, cutoff=0.75):
+        if SYNONYMS[alias] in names:
+            return SYNONYMS[alias]
+    return None
+
+
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
@@ -233,8 +280,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            close = suggest(str(key), names)
+            hint = f"; did you mean {prefix}{close}?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
     kwargs = {}
     for name in names:
@@ -346,7 +393,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         )
     if any(w < 0 for w in cfg.data.train_weights):
         raise ConfigError(f"data.train_weights={cfg.data.train_weights} must be >= 0")
-    for key in ("pointwise_prob", "reflection_cot_fraction", "reflection_from_correct", "mixed_share"):
+    for key in ("pointwise_prob", "reflection_cot_fraction", "reflection_from_correct", "mixed_share",
+                "pointwise_ab_prob", "pointwise_correct_prob", "pairwise_a_prob"):
         value = getattr(cfg.spark, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"spark.{key}={value} must lie in [0, 1]")

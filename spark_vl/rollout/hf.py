@@ -43,6 +43,15 @@ class _LogprobRecorder(LogitsProcessor):
         return torch.stack(self.logprobs, dim=1).cpu()
 
 
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholder tokens the tokenizer knows."""
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+    return sorted({i for i in ids if i is not None and i != tokenizer.unk_token_id})
+
+
 class HFEngine:
     def __init__(self, model, processor, generation_batch_size: int = 64, synced_gpus: bool = False):
         self.model = model
@@ -52,6 +61,9 @@ class HFEngine:
         tok = processor.tokenizer
         self.stop_ids = sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")} - {None})
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.stop_ids[0]
+        # A response must never contain vision placeholders: the processor would count them as image slots
+        # and the update would fail with "image features and image tokens do not match".
+        self.suppress_ids = vision_token_ids(tok)
 
     # Weight sync and sleep/wake only matter for an engine that holds its own copy of the weights.
     def sync_weights(self, model) -> None:
@@ -115,6 +127,7 @@ class HFEngine:
                 logits_processor=processors,
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.pad_id,
+                suppress_tokens=self.suppress_ids,
                 stop_strings=sampling.stop or None,
                 tokenizer=tok if sampling.stop else None,
                 synced_gpus=self.synced_gpus,

@@ -1,0 +1,55 @@
+"""Outcome-reward advantage estimators. Each maps rewards [G, N] (G groups of N rollouts) to advantages [G, N].
+
+    grpo                   A = (r - mean_g) / (std_g + eps)        std unbiased (n-1) or population
+    dr_grpo                A = r - mean_g                           (Dr.GRPO: no std division)
+    rloo                   A = N / (N - 1) * (r - mean_g)           (leave-one-out baseline)
+    reinforce_pp_baseline  A = whiten_batch(r - mean_g)             (REINFORCE++-baseline)
+
+`norm_by_std=False` turns grpo into dr_grpo. A group of size 1 has no baseline: grpo/dr_grpo/rloo give
+it advantage r (verl's convention for rloo) minus nothing, i.e. r - r = 0 for grpo, r for rloo.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from spark_vl.config import AlgorithmConfig
+
+
+def group_std(rewards_GN: torch.Tensor, unbiased: bool) -> torch.Tensor:
+    if rewards_GN.shape[1] < 2:
+        return torch.ones(rewards_GN.shape[0], 1, dtype=rewards_GN.dtype)
+    return rewards_GN.std(dim=1, keepdim=True, unbiased=unbiased)
+
+
+def grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+    centred = rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
+    if not cfg.norm_by_std:
+        return centred
+    return centred / (group_std(rewards_GN, cfg.std_unbiased) + cfg.adv_eps)
+
+
+def dr_grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+    return rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
+
+
+def rloo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+    n = rewards_GN.shape[1]
+    if n < 2:
+        return rewards_GN.clone()
+    return n / (n - 1) * (rewards_GN - rewards_GN.mean(dim=1, keepdim=True))
+
+
+def reinforce_pp_baseline(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+    centred = rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
+    if centred.numel() < 2:
+        return centred
+    return (centred - centred.mean()) / (centred.std() + cfg.adv_eps)
+
+
+ADVANTAGES = {
+    "grpo": grpo,
+    "dr_grpo": dr_grpo,
+    "rloo": rloo,
+    "reinforce_pp_baseline": reinforce_pp_baseline,
+}

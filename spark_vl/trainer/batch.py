@@ -1,0 +1,119 @@
+"""Rollouts -> padded TrainBatch micro-batches.
+
+Each prompt is run through the processor once (text with expanded image tokens, pixel values, image
+grid, mm_token_type_ids); its rollouts append their response ids. Sequences are right-padded; pixel
+values and grids are concatenated in sequence order, which is the order the model scatters image
+features into image-token positions. Response-aligned tensors use the *predicting* position
+(column t scores token t + 1), see `TrainBatch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from spark_vl.data.prompts import render
+from spark_vl.types import Prompt, TrainBatch
+
+
+@dataclass
+class EncodedPrompt:
+    input_ids: list[int]
+    mm_token_type_ids: list[int]
+    pixel_values: torch.Tensor | None  # [patches, patch_dim]
+    image_grid_thw: torch.Tensor | None  # [images, 3]
+
+
+@dataclass
+class Sequence:
+    """One training sequence: an encoded prompt and a response (a rollout or an expert solution)."""
+
+    prompt: EncodedPrompt
+    response_ids: list[int]
+    advantage: float = 0.0
+    weight: float = 1.0
+    is_expert: bool = False
+    old_logprobs: list[float] | None = None  # filled by the trainer before the update
+    ref_logprobs: list[float] | None = None
+
+
+def encode_prompt(prompt: Prompt, processor) -> EncodedPrompt:
+    enc = processor(
+        text=[render(prompt, processor)],
+        images=prompt.images or None,
+        return_tensors="pt",
+        return_mm_token_type_ids=True,
+    )
+    ids = enc["input_ids"][0].tolist()
+    mm = enc["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in enc else [0] * len(ids)
+    return EncodedPrompt(ids, mm, enc.get("pixel_values"), enc.get("image_grid_thw"))
+
+
+class PromptEncoder:
+    """Caches processor outputs per prompt object for the duration of one step."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self._cache: dict[int, tuple[Prompt, EncodedPrompt]] = {}
+
+    def __call__(self, prompt: Prompt) -> EncodedPrompt:
+        hit = self._cache.get(id(prompt))
+        if hit is None or hit[0] is not prompt:
+            hit = (prompt, encode_prompt(prompt, self.processor))
+            self._cache[id(prompt)] = hit
+        return hit[1]
+
+
+def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
+    """Right-pad `seqs` into one TrainBatch."""
+    lengths = [len(s.prompt.input_ids) + len(s.response_ids) for s in seqs]
+    T = max(lengths)
+    B = len(seqs)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    mm_types = torch.zeros(B, T, dtype=torch.long)
+    response_mask = torch.zeros(B, T - 1)
+    advantages = torch.zeros(B, T - 1)
+    old_lp = torch.zeros(B, T - 1)
+    ref_lp = torch.zeros(B, T - 1)
+    has_old = all(s.old_logprobs is not None for s in seqs)
+    has_ref = all(s.ref_logprobs is not None for s in seqs)
+    pixels, grids = [], []
+    for b, s in enumerate(seqs):
+        p, r = len(s.prompt.input_ids), len(s.response_ids)
+        input_ids[b, : p + r] = torch.tensor(s.prompt.input_ids + s.response_ids, dtype=torch.long)
+        attention_mask[b, : p + r] = 1
+        mm_types[b, :p] = torch.tensor(s.prompt.mm_token_type_ids, dtype=torch.long)
+        # position p - 1 predicts the first response token
+        response_mask[b, p - 1 : p - 1 + r] = 1.0
+        advantages[b, p - 1 : p - 1 + r] = s.advantage
+        if has_old:
+            old_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.old_logprobs)
+        if has_ref:
+            ref_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.ref_logprobs)
+        if s.prompt.pixel_values is not None:
+            pixels.append(s.prompt.pixel_values)
+            grids.append(s.prompt.image_grid_thw)
+    return TrainBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        mm_token_type_ids=mm_types,
+        pixel_values=torch.cat(pixels) if pixels else None,
+        image_grid_thw=torch.cat(grids) if grids else None,
+        response_mask=response_mask,
+        advantages=advantages,
+        old_logprobs=old_lp if has_old else None,
+        ref_logprobs=ref_lp if has_ref else None,
+        loss_weights=torch.tensor([s.weight for s in seqs], dtype=torch.float32),
+        is_expert=torch.tensor([s.is_expert for s in seqs], dtype=torch.bool),
+    )
+
+
+def response_values(values_BT: torch.Tensor, seqs: list[Sequence]) -> list[list[float]]:
+    """Cut per-sequence response slices out of a [B, T-1] tensor (inverse of collate's placement)."""
+    out = []
+    for b, s in enumerate(seqs):
+        p, r = len(s.prompt.input_ids), len(s.response_ids)
+        out.append(values_BT[b, p - 1 : p - 1 + r].tolist())
+    return out

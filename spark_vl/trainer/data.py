@@ -1,0 +1,154 @@
+"""Training data for the loop: datasets -> validated prompts, drawn by the resumable mixture sampler.
+
+A row that cannot become a prompt (missing/undecodable image, empty problem or answer, prompt longer
+than `data.max_prompt_length` counted with its image tokens) is skipped with a warning naming the row,
+counted by reason, and replaced by the next draw; the run continues.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from spark_vl.config import Config
+from spark_vl.data.images import ImageError
+from spark_vl.data.prompts import build_prompt, prompt_length
+from spark_vl.data.sampler import MixtureSampler
+from spark_vl.types import Prompt, Sample
+
+log = logging.getLogger("spark_vl.data")
+SYNTHETIC = "builtin:synthetic"
+MAX_WARNINGS = 20
+
+
+def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None) -> tuple[list[Sample], Path | None]:
+    """Rows of one data spec: builtin:synthetic or anything `spark_vl.data.io.load_samples` reads."""
+    d = cfg.data
+    if spec == SYNTHETIC:
+        from spark_vl.data.synthetic import synthetic_samples
+
+        n = d.synthetic_size if size is None else size
+        return synthetic_samples(n, d.seed, start, d.synthetic_tasks, d.synthetic_image_size), None
+    from spark_vl.data.io import load_samples
+
+    result = load_samples(spec)
+    if result.skipped:
+        log.warning("%s: %d malformed rows skipped while loading (first: %s)", spec, len(result.skipped),
+                    result.skipped[0])
+    return result.samples, result.root
+
+
+class PromptBuilder:
+    """Sample -> Prompt with validation; counts what it skips."""
+
+    def __init__(self, cfg: Config, processor):
+        self.cfg, self.processor = cfg, processor
+        self.skipped: Counter = Counter()
+        self.examples: list[tuple[str, str]] = []  # (row uid, reason), first few
+
+    def __call__(self, sample: Sample, root: Path | None) -> Prompt | None:
+        reason = None
+        prompt = None
+        if not isinstance(sample.problem, str) or not sample.problem.strip():
+            reason = "empty_problem"
+        elif sample.answer is None or not str(sample.answer).strip():
+            reason = "empty_answer"
+        else:
+            try:
+                prompt = build_prompt(sample, self.cfg.data.format_template, self.cfg.data.system_prompt, root)
+            except ImageError as err:
+                reason = f"bad_image ({err})"
+            if prompt is not None and prompt_length(prompt, self.processor) > self.cfg.data.max_prompt_length:
+                reason, prompt = "prompt_too_long", None
+        if reason is not None:
+            key = reason.split(" ")[0]
+            self.skipped[key] += 1
+            if len(self.examples) < 100:
+                self.examples.append((sample.uid, reason))
+            if sum(self.skipped.values()) <= MAX_WARNINGS:
+                log.warning("skipping row %s: %s", sample.uid, reason)
+        return prompt
+
+
+class PromptSource:
+    def __init__(self, cfg: Config, processor):
+        self.cfg = cfg
+        self.sources = [load_source(spec, cfg) for spec in cfg.data.train]
+        for spec, (rows, _) in zip(cfg.data.train, self.sources):
+            if not rows:
+                raise ValueError(f"data.train entry {spec!r} has no usable rows")
+        self.sampler = MixtureSampler([len(rows) for rows, _ in self.sources], cfg.data.train_weights or None,
+                                      cfg.data.seed, cfg.data.shuffle)
+        self.experts = [(i, j) for i, (rows, _) in enumerate(self.sources) for j, s in enumerate(rows) if s.solution]
+        self.expert_sampler = MixtureSampler([len(self.experts)], seed=cfg.data.seed + 1) if self.experts else None
+        self.build = PromptBuilder(cfg, processor)
+
+    @property
+    def skipped(self) -> Counter:
+        return self.build.skipped
+
+    def epoch(self) -> int:
+        return self.sampler.epoch(0)
+
+    def _draw(self, sampler: MixtureSampler, k: int, pick) -> list[Prompt]:
+        out: list[Prompt] = []
+        failures = 0
+        while len(out) < k:
+            rows, root = None, None
+            source, index = pick(sampler.next())
+            rows, root = self.sources[source]
+            prompt = self.build(rows[index], root)
+            if prompt is None:
+                failures += 1
+                if failures > 50 + 10 * k:
+                    raise ValueError(f"{failures} consecutive unusable rows: {self.build.examples[-3:]}; "
+                                     "check the data or data.max_prompt_length")
+                continue
+            failures = 0
+            out.append(prompt)
+        return out
+
+    def next_prompts(self, k: int) -> list[Prompt]:
+        return self._draw(self.sampler, k, lambda drawn: drawn)
+
+    def next_experts(self, k: int) -> list[Prompt]:
+        if k <= 0:
+            return []
+        if self.expert_sampler is None:
+            raise ValueError("algorithm.sft_prompts_per_step > 0 but no training row has a `solution`")
+        prompts = self._draw(self.expert_sampler, k, lambda drawn: self.experts[drawn[1]])
+        for p in prompts:
+            p.kind = "expert"
+        return prompts
+
+    def state_dict(self) -> dict:
+        return {
+            "sampler": self.sampler.state_dict(),
+            "experts": self.expert_sampler.state_dict() if self.expert_sampler else None,
+            "skipped": dict(self.skipped),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        if self.expert_sampler is not None and state.get("experts"):
+            self.expert_sampler.load_state_dict(state["experts"])
+        self.build.skipped.update(state.get("skipped", {}))
+
+
+def held_out_prompts(cfg: Config, processor) -> list[Prompt]:
+    """The held-out evaluation prompts: data.val, or synthetic rows past the training range."""
+    build = PromptBuilder(cfg, processor)
+    if cfg.data.val:
+        rows = [(s, root) for spec in cfg.data.val for s, root in _with_root(load_source(spec, cfg))]
+    elif SYNTHETIC in cfg.data.train:
+        rows = _with_root(load_source(SYNTHETIC, cfg, start=cfg.data.synthetic_size, size=cfg.data.val_size))
+    else:
+        return []
+    prompts = [p for p in (build(s, root) for s, root in rows[: cfg.data.val_size]) if p is not None]
+    return prompts
+
+
+def _with_root(loaded: tuple[list[Sample], Path | None]) -> list[tuple[Sample, Path | None]]:
+    rows, root = loaded
+    return [(s, root) for s in rows]

@@ -1,0 +1,145 @@
+"""Process setup and the DeepSpeed engine: distributed init, device, optimizer, LR schedule.
+
+The same code runs as one plain process (CPU or one GPU) or under torchrun / the deepspeed launcher.
+DeepSpeed is driven directly (no accelerate): ZeRO stage, precision, clipping and accumulation come
+from the typed config, a JSON preset (`deepspeed.config_file`) may override entries. On CPU the
+communication backend is gloo and the optimizer is torch's AdamW (DeepSpeed's CPU Adam would need a
+JIT compile).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+
+from spark_vl.config import Config, Derived
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(device_pref: str = "auto") -> DistInfo:
+    """Initialise torch.distributed through DeepSpeed; a plain process becomes rank 0 of 1."""
+    import deepspeed
+
+    if "RANK" not in os.environ:  # plain `python`/`spark-vl` run: no launcher, no MPI discovery
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    use_cuda = torch.cuda.is_available() and device_pref != "cpu"
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
+    return DistInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank, device)
+
+
+def deepspeed_config(cfg: Config, derived: Derived, dtype: torch.dtype) -> dict:
+    ds = {
+        "train_micro_batch_size_per_gpu": cfg.trainer.micro_batch_size,
+        "gradient_accumulation_steps": derived.grad_accum_steps,
+        "train_batch_size": cfg.trainer.micro_batch_size * derived.grad_accum_steps * derived.world_size,
+        "gradient_clipping": cfg.trainer.grad_clip,
+        "zero_allow_untested_optimizer": True,
+        "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "fp16": {"enabled": dtype == torch.float16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    zero = ds["zero_optimization"]
+    if cfg.deepspeed.zero_stage == 3:
+        zero.update(stage3_gather_16bit_weights_on_model_save=True)
+    if cfg.deepspeed.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if cfg.deepspeed.offload_param:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if cfg.deepspeed.config_file:
+        with open(cfg.deepspeed.config_file) as f:
+            _deep_update(ds, json.load(f))
+    return ds
+
+
+def _deep_update(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        elif value != "auto":
+            base[key] = value
+
+
+def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine down to `min_ratio`; progress is clamped, so the lr never climbs back."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, max(0.0, (step - warmup) / span))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
+    """Wrap `model` in a DeepSpeed engine with AdamW and the warm-up + cosine schedule."""
+    import deepspeed
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters: check model.freeze_vision / model.freeze_projector")
+    t = cfg.trainer
+    optimizer = torch.optim.AdamW(
+        params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=dist.device.type == "cuda"
+    )
+    total, warmup, min_ratio = derived.total_optimizer_steps, derived.warmup_steps, t.min_lr_ratio
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, min_ratio))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, derived, dtype)
+    )
+    return engine, optimizer, scheduler
+
+
+def build_reference(model_cfg, cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
+    """A frozen copy of the initial policy for the KL term (ZeRO-3 partitions it like the policy)."""
+    import deepspeed
+
+    from spark_vl.models import load_model
+
+    ref, _ = load_model(model_cfg, dist.device)
+    ref.eval().requires_grad_(False)
+    if cfg.deepspeed.zero_stage == 3:
+        ds = deepspeed_config(cfg, derived, dtype)
+        ds["zero_optimization"] = {"stage": 3}
+        ref, *_ = deepspeed.initialize(model=ref, config=ds)
+        ref = ref.module
+    return ref
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()

@@ -1,0 +1,101 @@
+"""Run outputs: metrics.jsonl, TensorBoard events, optional wandb, PNG plots and summary.md.
+
+Only the main process writes. Each `log(step, metrics)` appends one JSON line {"step": k, ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+MAIN_CURVES = [
+    ("reward/mean", "reward"),
+    ("reward/accuracy", "accuracy"),
+    ("eval/accuracy", "held-out accuracy"),
+    ("response/length_mean", "response length"),
+    ("loss/policy", "policy loss"),
+    ("loss/sft", "supervised loss"),
+    ("actor/entropy", "entropy"),
+    ("actor/kl", "KL to reference"),
+    ("actor/grad_norm", "grad norm"),
+    ("actor/lr", "learning rate"),
+]
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = True, wandb_project: str | None = None,
+                 config: dict | None = None, resume_step: int = 0):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.path = self.run_dir / "metrics.jsonl"
+        self.tb = None
+        self.wandb = None
+        if not enabled:
+            return
+        if resume_step and self.path.exists():
+            # A resumed run rewrites history after the checkpoint step, so the file never has duplicates.
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        elif self.path.exists():
+            self.path.unlink()
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        if wandb_project:
+            import wandb
+
+            self.wandb = wandb.init(project=wandb_project, config=config, dir=str(self.run_dir), resume="allow")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in sorted(metrics.items())}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **clean}, allow_nan=True) + "\n")
+        if self.tb is not None:
+            for k, v in clean.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(clean, step=step)
+
+    def history(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def plot_curves(history: list[dict], out: Path) -> Path | None:
+    """One PNG with a panel per main curve present in the history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(key, title) for key, title in MAIN_CURVES if any(key in h for h in history)]
+    if not panels:
+        return None
+    cols = 3
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (key, title) in zip(axes.flat, panels):
+        pts = [(h["step"], h[key]) for h in history if key in h and isinstance(h[key], (int, float))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None, ms=3)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,79 @@
+"""The human-readable end of a run: summary.md and curves.png in the run directory."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+from spark_vl.config import Config, Derived
+from spark_vl.trainer.metrics import plot_curves
+
+KEY_METRICS = ["reward/mean", "reward/accuracy", "reward/format", "response/length_mean", "actor/entropy",
+               "actor/kl", "actor/clipfrac", "actor/grad_norm", "actor/lr", "loss/policy", "loss/sft", "time/step"]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def write_report(cfg: Config, run_dir: Path, history: list[dict], plan: Derived, seconds: float,
+                 skipped: Counter, state, spark_summary: str | None = None) -> Path:
+    run_dir = Path(run_dir)
+    plot = plot_curves(history, run_dir / "curves.png")
+    evals = [h for h in history if "eval/accuracy" in h]
+    last = history[-1] if history else {}
+    lines = [
+        f"# spark-vl run: {run_dir.name}",
+        "",
+        f"- model: `{cfg.model.path}`; data: {', '.join(f'`{d}`' for d in cfg.data.train)}",
+        f"- algorithm: advantage `{cfg.algorithm.advantage}`, loss `{cfg.algorithm.policy_loss}` "
+        f"({cfg.algorithm.loss_agg}), kl_coef {cfg.algorithm.kl_coef}, sft_coef {cfg.algorithm.sft_coef}, "
+        f"SPARK {'on (' + cfg.spark.schedule + ')' if cfg.spark.enabled else 'off'}",
+        f"- steps: {state.step} rollout steps x {cfg.trainer.prompts_per_step} prompts x "
+        f"{cfg.rollout.samples_per_prompt} samples; {state.optimizer_steps} optimizer steps "
+        f"(planned {plan.total_optimizer_steps}); skipped updates (non-finite loss): {state.skipped_updates}",
+        f"- world size {plan.world_size}, gradient accumulation {plan.grad_accum_steps}, ZeRO stage "
+        f"{cfg.deepspeed.zero_stage}",
+        f"- wall time: {seconds / 60:.1f} min",
+        f"- skipped rows: {sum(skipped.values())}" + (f" ({dict(skipped)})" if skipped else ""),
+        "",
+    ]
+    if evals:
+        first, final = evals[0], evals[-1]
+        lines += [
+            "## Held-out accuracy",
+            "",
+            "| step | accuracy | format | mean length |",
+            "|---|---|---|---|",
+            *[f"| {h['step']} | {_fmt(h['eval/accuracy'])} | {_fmt(h.get('eval/format', float('nan')))} | "
+              f"{_fmt(h.get('eval/length', float('nan')))} |" for h in evals],
+            "",
+            f"Before training: **{first['eval/accuracy']:.3f}**, after: **{final['eval/accuracy']:.3f}** "
+            f"({len_val(cfg)} held-out prompts, greedy).",
+            "",
+        ]
+    lines += ["## Final step metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(last[k])} |" for k in KEY_METRICS if k in last]
+    if spark_summary:
+        lines += ["", "## SPARK", "", spark_summary]
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
+    lines += [
+        "",
+        "## Files",
+        "",
+        f"- checkpoint: `{ckpts[-1]}`" if ckpts else "- checkpoint: none",
+        "- metrics: `metrics.jsonl`, TensorBoard events in `tensorboard/`",
+        f"- curves: `{plot.name}`" if plot else "- curves: none",
+        "- resolved config: `config.yaml`",
+        "",
+    ]
+    out = run_dir / "summary.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def len_val(cfg: Config) -> int:
+    return cfg.data.val_size

@@ -1,0 +1,79 @@
+import torch
+
+from spark_vl.algorithms.logprobs import chunked_logprobs, naive_logprobs, sequence_logprobs
+from spark_vl.data.prompts import build_prompt
+from spark_vl.data.synthetic import synthetic_samples
+from spark_vl.trainer.batch import Sequence, collate, encode_prompt, response_values
+
+
+def test_chunked_equals_naive_values_and_grads():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300, bias=False)
+    hidden = torch.randn(3, 41, 16, requires_grad=True)
+    targets = torch.randint(0, 300, (3, 41))
+    lp, ent = chunked_logprobs(hidden, head, targets, chunk_size=7)
+    ref = naive_logprobs(head(hidden), targets)
+    assert torch.allclose(lp, ref, atol=1e-5)
+    probs = torch.softmax(head(hidden), -1)
+    assert torch.allclose(ent, -(probs * probs.log()).sum(-1), atol=1e-4)
+    (lp * torch.arange(41)).sum().backward()
+    g_chunked = hidden.grad.clone()
+    hidden.grad = None
+    (ref * torch.arange(41)).sum().backward()
+    assert torch.allclose(g_chunked, hidden.grad, atol=1e-5)
+
+
+def test_temperature_scales_logits():
+    torch.manual_seed(1)
+    head = torch.nn.Linear(8, 20, bias=False)
+    h, y = torch.randn(1, 5, 8), torch.randint(0, 20, (1, 5))
+    lp, _ = chunked_logprobs(h, head, y, temperature=0.5)
+    assert torch.allclose(lp, naive_logprobs(head(h) / 0.5, y), atol=1e-5)
+
+
+def _sequences(processor, n=4):
+    samples = synthetic_samples(n, seed=3, image_size=56 + 28)
+    tok = processor.tokenizer
+    out = []
+    for i, s in enumerate(samples):
+        # different image sizes in one batch
+        if i % 2:
+            s.images = [s.images[0].resize((56, 112))]
+        ids = tok(s.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        out.append(Sequence(encode_prompt(build_prompt(s), processor), ids[: 5 + 3 * i]))
+    return out
+
+
+def test_model_logprobs_match_full_logits_and_single_sequences(tiny_model):
+    model, processor = tiny_model
+    seqs = _sequences(processor)
+    batch = collate(seqs, processor.tokenizer.pad_token_id)
+    with torch.no_grad():
+        lp, _ = sequence_logprobs(model, batch, chunk_size=16)
+        logits = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pixel_values=batch.pixel_values,
+            image_grid_thw=batch.image_grid_thw,
+            mm_token_type_ids=batch.mm_token_type_ids,
+        ).logits
+    full = naive_logprobs(logits[:, :-1], batch.input_ids[:, 1:])
+    assert torch.allclose(lp * batch.response_mask, full * batch.response_mask, atol=1e-5)
+    batched = response_values(lp, seqs)
+    for s, values in zip(seqs, batched):
+        one = collate([s], processor.tokenizer.pad_token_id)
+        with torch.no_grad():
+            single, _ = sequence_logprobs(model, one)
+        assert torch.allclose(torch.tensor(values), torch.tensor(response_values(single, [s])[0]), atol=1e-5)
+        assert len(values) == len(s.response_ids)
+
+
+def test_response_mask_marks_predicting_positions(tiny_qwen25):
+    _, processor = tiny_qwen25
+    seqs = _sequences(processor, 2)
+    batch = collate(seqs, processor.tokenizer.pad_token_id)
+    for b, s in enumerate(seqs):
+        p = len(s.prompt.input_ids)
+        cols = batch.response_mask[b].nonzero().flatten().tolist()
+        assert cols == list(range(p - 1, p - 1 + len(s.response_ids)))
+        assert batch.input_ids[b, p : p + len(s.response_ids)].tolist() == s.response_ids
