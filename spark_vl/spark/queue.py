@@ -1,0 +1,172 @@
+"""The SPARK auxiliary queue: a FIFO of judge/reflection prompts with a maximum age and checkpointable state.
+
+    queue = AuxQueue(max_age=cfg.spark.max_age)
+    queue.push(recycle(...).prompts, step)
+    if queue.ready(k, step):             # evicts expired items first
+        aux_prompts = queue.pop(k, step)
+
+An item built at policy step s has age t - s at step t and is dropped (and counted) once its age exceeds
+`max_age`, so auxiliary training stays close to on-policy. The reference code emptied its cache at every
+episode boundary and kept stale leftovers indefinitely within an episode (defect 9.8); this queue carries items
+across epochs and drops them by age only.
+
+`state_dict()` holds only plain Python values (str, int, float, bool, None, bytes, lists, dicts), so it loads
+with `torch.load(weights_only=True)`: decoded images are stored as PNG bytes; a PIL image inside a sample's
+image references becomes an HF image struct {"bytes": png, "path": None}; other non-plain values in `meta`
+dicts are stored as their repr (logging-only fields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from PIL import Image
+
+from spark_vl.types import Prompt, Sample
+
+STATE_VERSION = 1
+
+
+@dataclass
+class QueueStats:
+    size: int  # items queued now
+    oldest_age: int  # policy steps since the oldest queued item was built (0 when empty)
+    mean_age: float
+    pushed: int  # totals since the queue was created (restored with the state)
+    popped: int
+    expired: int  # dropped because older than max_age
+
+    def as_dict(self, prefix: str = "spark/queue/") -> dict[str, float]:
+        return {prefix + k: v for k, v in asdict(self).items()}
+
+
+class AuxQueue:
+    """FIFO of auxiliary prompts tagged with the policy step that built them."""
+
+    def __init__(self, max_age: int | None = 4):
+        if max_age is not None and max_age < 0:
+            raise ValueError(f"spark.max_age={max_age} must be >= 0 (or None for no limit)")
+        self.max_age = max_age
+        self._items: deque[tuple[int, Prompt]] = deque()
+        self.pushed = 0
+        self.popped = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, prompts: list[Prompt], step: int) -> None:
+        """Append `prompts`, built at policy step `step`."""
+        self._items.extend((step, p) for p in prompts)
+        self.pushed += len(prompts)
+
+    def evict(self, step: int) -> int:
+        """Drop items older than `max_age` at `step`; returns how many were dropped."""
+        if self.max_age is None:
+            return 0
+        before = len(self._items)
+        self._items = deque((s, p) for s, p in self._items if step - s <= self.max_age)
+        dropped = before - len(self._items)
+        self.expired += dropped
+        return dropped
+
+    def ready(self, k: int, step: int) -> bool:
+        """Whether `k` fresh items are queued at `step` (expired items are evicted first)."""
+        self.evict(step)
+        return len(self._items) >= k
+
+    def pop(self, k: int, step: int) -> list[Prompt]:
+        """Up to `k` of the oldest fresh items, removed from the queue (expired items are evicted first)."""
+        self.evict(step)
+        out = [self._items.popleft()[1] for _ in range(min(max(0, k), len(self._items)))]
+        self.popped += len(out)
+        return out
+
+    def ages(self, step: int) -> list[int]:
+        return [step - s for s, _ in self._items]
+
+    def stats(self, step: int) -> QueueStats:
+        ages = self.ages(step)
+        return QueueStats(
+            size=len(ages),
+            oldest_age=max(ages, default=0),
+            mean_age=sum(ages) / len(ages) if ages else 0.0,
+            pushed=self.pushed,
+            popped=self.popped,
+            expired=self.expired,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-value state (loads with torch.load(weights_only=True)); images as PNG bytes."""
+        return {
+            "version": STATE_VERSION,
+            "max_age": self.max_age,
+            "counters": {"pushed": self.pushed, "popped": self.popped, "expired": self.expired},
+            "items": [{"step": s, "prompt": prompt_to_state(p)} for s, p in self._items],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore items and counters; the configured `max_age` stays (a resumed run may change it)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"aux queue state version {state.get('version')!r} is not {STATE_VERSION}")
+        counters = state.get("counters", {})
+        self.pushed = int(counters.get("pushed", 0))
+        self.popped = int(counters.get("popped", 0))
+        self.expired = int(counters.get("expired", 0))
+        self._items = deque((int(item["step"]), prompt_from_state(item["prompt"])) for item in state["items"])
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _from_png(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def _plain(value: Any) -> Any:
+    """A copy of `value` made of plain Python values; PIL images become HF image structs with PNG bytes."""
+    if value is None or isinstance(value, (str, bool, int, float, bytes)):
+        return value
+    if isinstance(value, Image.Image):
+        return {"bytes": _png(value), "path": None}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy / torch scalars
+        return value.item()
+    return repr(value)
+
+
+def prompt_to_state(prompt: Prompt) -> dict[str, Any]:
+    """A Prompt as plain values (images as PNG bytes)."""
+    sample = {f.name: _plain(getattr(prompt.sample, f.name)) for f in dataclasses.fields(Sample)}
+    return {
+        "uid": prompt.uid,
+        "messages": _plain(prompt.messages),
+        "images": [_png(img) for img in prompt.images],
+        "sample": sample,
+        "kind": prompt.kind,
+        "meta": _plain(prompt.meta),
+    }
+
+
+def prompt_from_state(state: dict[str, Any]) -> Prompt:
+    """Inverse of `prompt_to_state`."""
+    return Prompt(
+        uid=state["uid"],
+        messages=state["messages"],
+        images=[_from_png(b) for b in state["images"]],
+        sample=Sample(**state["sample"]),
+        kind=state["kind"],
+        meta=state["meta"],
+    )

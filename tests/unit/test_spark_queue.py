@@ -1,0 +1,80 @@
+"""AuxQueue: FIFO order, max_age eviction with counts, and a state that survives torch.save/torch.load."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+import torch
+from PIL import Image
+
+from spark_vl.config import SparkConfig
+from spark_vl.data.prompts import build_prompt
+from spark_vl.spark.queue import AuxQueue
+from spark_vl.spark.recycle import recycle
+from spark_vl.types import RewardOutput, Rollout, RolloutGroup, Sample
+
+
+def aux_prompts(uid: str, step: int, n_images: int = 1):
+    images = [Image.new("RGB", (30, 20 + i), (200, 10 * i, 5)) for i in range(n_images)]
+    sample = Sample(uid=uid, problem="Count the circles.", answer="2", images=list(images), answer_type="integer",
+                    meta={"tags": ("a", 1)})
+    p = build_prompt(sample, template="spark", images=images)
+    rollouts = [
+        Rollout(prompt=p, token_ids=[], text=f"\\boxed{{{a}}}",
+                reward=RewardOutput(overall=float(a == 2), parts={"accuracy": float(a == 2)}))
+        for a in (2, 3)
+    ]
+    return recycle([RolloutGroup(prompt=p, rollouts=rollouts)], SparkConfig(), random.Random(0), step).prompts
+
+
+def test_fifo_pop_and_max_age():
+    q = AuxQueue(max_age=2)
+    q.push(aux_prompts("a", 0), step=0)  # 2 prompts
+    q.push(aux_prompts("b", 1), step=1)
+    q.push(aux_prompts("c", 3), step=3)
+    assert len(q) == 6 and q.ages(3) == [3, 3, 2, 2, 0, 0]
+    assert q.stats(3).oldest_age == 3
+    assert not q.ready(5, step=3)  # evicts the two step-0 items (age 3 > 2)
+    assert q.expired == 2 and len(q) == 4
+    out = q.pop(3, step=3)
+    assert [p.meta["origin_uid"] for p in out] == ["b", "b", "c"]
+    s = q.stats(3)
+    assert (s.size, s.pushed, s.popped, s.expired) == (1, 6, 3, 2)
+    assert q.pop(10, step=10) == [] and q.expired == 3
+    assert q.stats(10).as_dict()["spark/queue/expired"] == 3
+
+
+def test_no_max_age_and_bad_values():
+    q = AuxQueue(max_age=None)
+    q.push(aux_prompts("a", 0), 0)
+    assert len(q.pop(5, 1000)) == 2
+    with pytest.raises(ValueError):
+        AuxQueue(max_age=-1)
+
+
+@pytest.mark.parametrize("n_images", [0, 2])
+def test_state_round_trip_through_torch_save(n_images):
+    q = AuxQueue(max_age=4)
+    q.push(aux_prompts("a", 0, n_images), 0)
+    q.push(aux_prompts("b", 2, n_images), 2)
+    q.pop(1, 2)
+    buf = io.BytesIO()
+    torch.save({"aux_queue": q.state_dict()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)["aux_queue"]  # plain values only
+    r = AuxQueue(max_age=4)
+    r.load_state_dict(state)
+    assert (len(r), r.pushed, r.popped, r.expired) == (len(q), q.pushed, q.popped, q.expired)
+    assert r.ages(5) == q.ages(5)
+    for a, b in zip(q.pop(10, 3), r.pop(10, 3), strict=True):
+        assert (a.uid, a.kind, a.label, a.messages, a.meta) == (b.uid, b.kind, b.label, b.messages, b.meta)
+        assert a.sample.answer_type == b.sample.answer_type and a.sample.problem == b.sample.problem
+        assert len(a.images) == len(b.images) == n_images
+        for x, y in zip(a.images, b.images, strict=True):
+            assert x.size == y.size and x.tobytes() == y.convert(x.mode).tobytes()
+        assert len(b.sample.images) == n_images  # PIL refs became {"bytes": png, "path": None}
+        assert all(isinstance(ref, dict) and ref["bytes"] for ref in b.sample.images)
+    with pytest.raises(ValueError, match="version"):
+        r.load_state_dict({"version": 99, "items": []})
