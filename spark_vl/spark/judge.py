@@ -1,0 +1,197 @@
+"""Generative scores (RewardDance-style): the policy's own probability of the positive verdict, from logits.
+
+    p = judge_score(model, processor, prompts, answers)                       # P(Yes): answer i is correct
+    p = judge_score(model, processor, prompts, pairs, form="pairwise")        # P(A): pairs[i][0] is the correct one
+
+How the verdict position is made well defined: the judge prompt is built from a SPARK judge template
+(pointwise_yes_no or pairwise; by default the first by file name) around the policy prompt's question and images,
+and the assistant turn is pre-filled with `prefix` (default `\\boxed{`), i.e. the model answers verdict-first with
+no reasoning. The two verdict strings ("Yes"/"No" or "A"/"B") are tokenized together with the whole text; the input
+ends at the last token the two continuations share and the score compares the logits of their first differing
+token. This stays exact when a tokenizer merges the verdict into the prefix (e.g. a "{Yes" token): the prefix is
+then cut before that token instead of after it.
+
+Normalisation: softmax over the two verdict tokens only, p = exp(l_pos) / (exp(l_pos) + exp(l_neg)). A full-vocabulary
+probability would leak mass to formatting variants ("yes", " Yes", "\\text") and make scores incomparable across
+prompts; the two-way form is what RewardDance-style rewards and calibration metrics need.
+
+All prompts go through ONE batched forward pass (left padded, no sampling; `batch_size` splits it only when
+asked). The processor's `mm_token_type_ids` is passed to the forward: Qwen3-VL requires it and Qwen2.5-VL
+computes different rope positions without it.
+
+Uses: best-of-N selection at inference (`best_of_n`), calibration metrics (`judge_metrics(p_yes=...)`), and a
+soft reward for samples without a verifiable gold (weight `reward.judge_weight`, see docs/SPARK.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from spark_vl.data.prompts import render
+from spark_vl.spark.templates import Template, load_templates, make_aux_prompt
+from spark_vl.types import Prompt
+
+VERDICT_TOKENS = {"pointwise": ("Yes", "No"), "pairwise": ("A", "B")}
+
+
+def _pick_template(form: str, template: str | None, templates_root: str | None) -> Template:
+    kind = "pointwise_yes_no" if form == "pointwise" else "pairwise"
+    choices = load_templates(templates_root).get(kind)
+    if template is None:
+        return choices[0]
+    for t in choices:
+        if t.name == template:
+            return t
+    raise ValueError(f"no {kind} template named {template!r}; known: {', '.join(t.name for t in choices)}")
+
+
+def judge_prompts(
+    prompts: list[Prompt],
+    responses: list[Any],
+    form: Literal["pointwise", "pairwise"] = "pointwise",
+    template: str | None = None,
+    templates_root: str | None = None,
+) -> list[Prompt]:
+    """The judge prompts `judge_score` scores: `responses[i]` (a string, or an (A, B) pair) shown for prompts[i]."""
+    if form not in VERDICT_TOKENS:
+        raise ValueError(f"form must be 'pointwise' or 'pairwise', got {form!r}")
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    tpl = _pick_template(form, template, templates_root)
+    out = []
+    for i, (prompt, resp) in enumerate(zip(prompts, responses, strict=True)):
+        if form == "pairwise":
+            if not (isinstance(resp, (tuple, list)) and len(resp) == 2):
+                raise ValueError(f"pairwise responses must be (answer_a, answer_b) pairs; item {i} is {resp!r}")
+            values = {"answer_a": str(resp[0]), "answer_b": str(resp[1])}
+        else:
+            values = {"answer": str(resp)}
+        meta = {"judge_form": form, "verdict_kind": "yes_no" if form == "pointwise" else "ab"}
+        out.append(
+            make_aux_prompt(
+                prompt, tpl, uid=f"{prompt.uid}/score{i}", kind="judge", label="", answer_type=None, meta=meta,
+                **values,
+            )
+        )
+    return out
+
+
+def verdict_split(tokenizer, text: str, positive: str, negative: str) -> tuple[int, int, int]:
+    """(tokens of `text` to drop from its end, positive token id, negative token id).
+
+    The input must end at the last token shared by `text + positive` and `text + negative`; the ids are their
+    first differing tokens.
+    """
+    base = tokenizer(text, add_special_tokens=False)["input_ids"]
+    pos = tokenizer(text + positive, add_special_tokens=False)["input_ids"]
+    neg = tokenizer(text + negative, add_special_tokens=False)["input_ids"]
+    shared = 0
+    while shared < min(len(pos), len(neg)) and pos[shared] == neg[shared]:
+        shared += 1
+    if shared >= min(len(pos), len(neg)) or base[:shared] != pos[:shared] or shared == 0:
+        raise ValueError(f"cannot find a verdict position for {positive!r}/{negative!r} after {text[-40:]!r}")
+    return len(base) - shared, pos[shared], neg[shared]
+
+
+@torch.no_grad()
+def judge_score(
+    model,
+    processor,
+    prompts: list[Prompt],
+    responses: list[str] | list[tuple[str, str]],
+    form: Literal["pointwise", "pairwise"] = "pointwise",
+    *,
+    template: str | None = None,
+    templates_root: str | None = None,
+    prefix: str = "\\boxed{",
+    batch_size: int | None = None,
+) -> list[float]:
+    """Probability of the positive verdict (Yes / A), softmax over the two verdict tokens, one forward pass.
+
+    Args:
+        model, processor: a Qwen2.5-VL / Qwen3-VL model and its processor.
+        prompts: the policy prompts (question and images are taken from them).
+        responses: pointwise: what is judged for each prompt, shown verbatim (pass the extracted final answer to
+            judge answers as SPARK's training does, or the full response to judge with reasoning); pairwise:
+            (answer_a, answer_b) pairs.
+        form: "pointwise" -> P(Yes), "pairwise" -> P(A is the correct one).
+        template: the judge template file stem (default: the first of its kind by name).
+        prefix: the pre-filled start of the assistant turn; the verdict token follows it.
+        batch_size: rows per forward pass (None = all prompts in one pass).
+    """
+    if not prompts:
+        return []
+    judge = judge_prompts(prompts, list(responses), form, template, templates_root)
+    positive, negative = VERDICT_TOKENS[form]
+    rows = []
+    for p in judge:
+        text = render(p, processor) + prefix
+        drop, pos_id, neg_id = verdict_split(processor.tokenizer, text, positive, negative)
+        rows.append((p, text, drop, pos_id, neg_id))
+    size = batch_size or len(rows)
+    scores: list[float] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), size):
+            scores += _score_rows(model, processor, rows[start : start + size])
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def _score_rows(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> list[float]:
+    """Left-pad the per-row processor outputs (each cut before its verdict token) and run one forward pass."""
+    tok = processor.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    encoded = []
+    for prompt, text, drop, _, _ in rows:
+        enc = processor(text=[text], images=prompt.images or None, return_tensors="pt", return_mm_token_type_ids=True)
+        keep = enc["input_ids"].shape[1] - drop
+        encoded.append((enc, keep))
+    length = max(keep for _, keep in encoded)
+    ids, mask, types, pixels, grids = [], [], [], [], []
+    for enc, keep in encoded:
+        pad = length - keep
+        ids.append(torch.cat([torch.full((pad,), pad_id), enc["input_ids"][0, :keep]]))
+        mask.append(torch.cat([torch.zeros(pad, dtype=torch.long), enc["attention_mask"][0, :keep]]))
+        tt = enc.get("mm_token_type_ids", torch.zeros_like(enc["input_ids"]))
+        types.append(torch.cat([torch.zeros(pad, dtype=tt.dtype), tt[0, :keep]]))
+        if "pixel_values" in enc:
+            pixels.append(enc["pixel_values"])
+            grids.append(enc["image_grid_thw"])
+    device = next(model.parameters()).device
+    inputs: dict[str, Any] = {
+        "input_ids": torch.stack(ids).to(device),
+        "attention_mask": torch.stack(mask).to(device),
+        "mm_token_type_ids": torch.stack(types).to(device),
+    }
+    if pixels:
+        dtype = next(model.parameters()).dtype
+        inputs["pixel_values"] = torch.cat(pixels).to(device, dtype)
+        inputs["image_grid_thw"] = torch.cat(grids).to(device)
+    logits_BV = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+    pos = torch.tensor([r[3] for r in rows], device=logits_BV.device)
+    neg = torch.tensor([r[4] for r in rows], device=logits_BV.device)
+    pair_B2 = torch.stack([logits_BV.gather(1, pos[:, None])[:, 0], logits_BV.gather(1, neg[:, None])[:, 0]], dim=1)
+    return torch.softmax(pair_B2, dim=1)[:, 0].tolist()
+
+
+def best_of_n(
+    model,
+    processor,
+    prompt: Prompt,
+    candidates: list[str],
+    *,
+    template: str | None = None,
+    templates_root: str | None = None,
+) -> tuple[int, list[float]]:
+    """Index of the candidate (e.g. extracted final answers) with the highest P(Yes), and all the scores."""
+    if not candidates:
+        raise ValueError("best_of_n needs at least one candidate")
+    scores = judge_score(
+        model, processor, [prompt] * len(candidates), candidates, template=template, templates_root=templates_root
+    )
+    return max(range(len(scores)), key=scores.__getitem__), scores
