@@ -54,7 +54,7 @@ class RecycleStats:
     mixed: int = 0
     rollouts_no_answer: int = 0  # scored rollouts with no final answer: never shown
     rollouts_unscored: int = 0  # rollouts without a reward: never used
-    skipped_aux_groups: int = 0  # groups of judge/reflect prompts: not recycled again
+    skipped_non_policy_groups: int = 0  # groups of judge/reflect/expert prompts: not recycled
     skipped_empty_groups: int = 0  # groups with no scored rollout
     judge_skipped_no_answer: int = 0  # no rollout of the group has a final answer to show
     pairwise_fallback: int = 0  # pairwise drawn, but every correct/wrong pair had identical answers -> pointwise
@@ -109,7 +109,7 @@ def merge_by_uid(groups: list[RolloutGroup], stats: RecycleStats) -> list[tuple[
     merged: dict[str, tuple[Prompt, list[Rollout]]] = {}
     for group in groups:
         if group.prompt.kind != "policy":
-            stats.skipped_aux_groups += 1
+            stats.skipped_non_policy_groups += 1
             continue
         merged.setdefault(group.prompt.uid, (group.prompt, []))
         for rollout in group.rollouts:

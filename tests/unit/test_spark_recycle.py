@@ -200,7 +200,7 @@ def test_auxiliary_and_unscored_groups_are_skipped():
     res = recycle([aux_group, unscored, empty], cfg(), random.Random(0), 1)
     s = res.stats
     assert res.prompts == []
-    assert (s.skipped_aux_groups, s.rollouts_unscored, s.skipped_empty_groups, s.groups) == (1, 1, 2, 0)
+    assert (s.skipped_non_policy_groups, s.rollouts_unscored, s.skipped_empty_groups, s.groups) == (1, 1, 2, 0)
 
 
 def test_images_reattached_and_suffix_and_placeholders_removed():
