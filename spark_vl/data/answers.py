@@ -71,7 +71,7 @@ def unbox(text: str) -> str:
     rest = text
     for start, end, _ in reversed(boxes):
         rest = rest[:start] + rest[end:]
-    if rest.strip(" \t\n$.,;") == "" or rest.strip().lower() in ("the answer is", "answer:"):
+    if rest.strip(" \t\n$.,;:").lower() in ("", "the answer is", "answer", "final answer"):
         return ", ".join(content.strip() for _, _, content in boxes)
     return text
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+ID_COLUMNS = ("uid", "id", "qid", "pid", "sample_id", "index")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -120,6 +121,10 @@ def _open_parquet(path: Path, split: str | None) -> RowSource:
     return RowSource(f"parquet {path}", list(schemas[0].names), root, num_rows, batches)
 
 
+def _as_record(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {"__error__": f"record is a {type(value).__name__}, not an object"}
+
+
 def read_json_records(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON array / {"data": [...]} / JSON-lines file. Bad lines become {"__error__": ...}."""
     text = path.read_text(encoding="utf-8")
@@ -133,7 +138,7 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
                 records.append({"__error__": f"line {lineno} is not JSON: {err.msg}"})
-        return records
+        return [_as_record(r) for r in records]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -145,8 +150,7 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
         data = lists[0]
     if not isinstance(data, list):
         raise SourceError(f"{path} holds a JSON {type(data).__name__}; expected an array of records")
-    return [r if isinstance(r, dict) else {"__error__": f"record is a {type(r).__name__}, not an object"}
-            for r in data]
+    return [_as_record(r) for r in data]
 
 
 def _open_json(path: Path, root: Path | None) -> RowSource:
@@ -204,4 +208,6 @@ def open_source(spec: str, split: str | None = None, image_root: str | Path | No
         raise SourceError(f"source {path_text} does not exist (not a file, folder or hub id owner/name)")
     if root is not None:
         source.root = root
+    # Reports name rows by the dataset's own id when it has one, else by position ("row17").
+    source.id_column = next((c for c in ID_COLUMNS if c in source.columns), None)
     return source

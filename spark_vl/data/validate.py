@@ -162,7 +162,7 @@ def read_image_bytes(ref: Any, root: str | Path | None) -> tuple[bytes, str | No
 
 def dhash(img: Image.Image) -> str:
     grey = img.convert("L").resize((9, 8), Image.Resampling.BILINEAR)
-    px = list(grey.getdata())
+    px = grey.tobytes()
     bits = 0
     for row in range(8):
         for col in range(8):
@@ -222,12 +222,12 @@ class AnswerCheck:
 
     def __init__(self) -> None:
         try:
-            from spark_vl.rewards import extract_answer, verify
+            from spark_vl.rewards import check, extract_answer
         except ImportError:
             self.available = False
         else:
             self.available = True
-            self._extract, self._verify = extract_answer, verify
+            self._extract, self._check = extract_answer, check
 
     def __call__(self, sample: Sample) -> str | None:
         """None when fine (or when the verifier is unavailable), else the reason."""
@@ -236,11 +236,14 @@ class AnswerCheck:
         pred = self._extract(f"\\boxed{{{sample.answer}}}", mode="last")
         if pred is None:
             return f"the verifier extracts nothing from \\boxed{{{sample.answer[:80]}}}"
-        ok = self._verify(
+        result = self._check(
             pred, sample.answer, answer_type=sample.answer_type, choices=sample.choices,
             precision=sample.precision, tolerance=sample.tolerance,
         )
-        return None if ok else f"the verifier does not accept the gold {sample.answer[:80]!r} against itself"
+        if result.correct:
+            return None
+        why = f": {result.gold_error}" if result.gold_error else f" (decided by the {result.layer} layer)"
+        return f"the verifier does not accept the gold {sample.answer[:80]!r} against itself{why}"
 
 
 def check_text(sample: Sample) -> list[tuple[str, str]]:
