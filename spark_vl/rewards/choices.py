@@ -52,17 +52,17 @@ def parse_letters(text: str, allowed: str = LETTERS, *, allow_compact: bool = Fa
     if m is not None:
         letter = m.group(1).upper()
         return frozenset(letter) if letter in allowed else None
+    body = s[1:-1].strip() if s[:1] in "{[(" and s[-1:] in "}])" else s
+    for candidate in (s, body):  # "(A), (C)" splits as is; "{A, C}" after removing the outer braces
+        parts = [p for p in _SPLIT_RE.split(candidate) if p]
+        letters = [_MULTI_PART_RE.match(p) for p in parts]
+        if len(parts) >= 2 and all(letters):
+            found = frozenset(m.group(1) for m in letters if m is not None)
+            return found if all(c in allowed for c in found) else None
     for pattern in _LETTER_TEXT_RES:
         m = pattern.match(s)
         if m is not None:
             return frozenset(m.group(1)) if m.group(1) in allowed else None
-    body = s[1:-1].strip() if s[:1] in "{[(" and s[-1:] in "}])" else s
-    parts = [p for p in _SPLIT_RE.split(body) if p]
-    if len(parts) >= 2:
-        letters = [_MULTI_PART_RE.match(p) for p in parts]
-        if all(letters):
-            found = frozenset(m.group(1) for m in letters if m is not None)
-            return found if all(c in allowed for c in found) else None
     if allow_compact and _COMPACT_RE.match(body) and len(set(body)) == len(body):
         return frozenset(body) if all(c in allowed for c in body) else None
     return None

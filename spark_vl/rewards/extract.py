@@ -171,16 +171,16 @@ def extract_answer(response: object, mode: Mode = "last", *, fallback: bool = Tr
         raise ValueError(f"extract mode must be 'first' or 'last', got {mode!r}")
     text = response
     think_end = text.lower().rfind("</think>")
-    if think_end >= 0:
-        found = _from_tags_or_boxes(text[think_end + 8 :], mode)
-        if found is None:
-            found = _from_tags_or_boxes(text, mode)
-    else:
+    tail = text[think_end + 8 :] if think_end >= 0 else text
+    found = _from_tags_or_boxes(tail, mode)
+    if found is None and think_end >= 0:
         found = _from_tags_or_boxes(text, mode)
     if found is None and fallback:
-        found = _from_phrase(text, mode)
+        # Prose fallbacks read the part after the reasoning when there is one.
+        scope = tail if tail.strip() else text
+        found = _from_phrase(scope, mode)
         if found is None:
-            found = _from_last_line(text)
+            found = _from_last_line(scope)
     if found is None:
         return None
     found = found.strip()

@@ -114,6 +114,25 @@ def latex_key(s: str) -> str:
     return _LATEX_NOISE_RE.sub("", s)
 
 
+_LEFT_RE = re.compile(r"\\left(?![a-zA-Z])")
+_RIGHT_RE = re.compile(r"\\right(?![a-zA-Z])")
+_BEGIN_RE = re.compile(r"\\begin\s*\{")
+_END_RE = re.compile(r"\\end\s*\{")
+
+
+def latex_well_formed(s: str) -> bool:
+    """Cheap structural check: balanced braces, \\left/\\right and \\begin/\\end counts agree."""
+    if not braces_balanced(s):
+        return False
+    if "\\left" in s or "\\right" in s:
+        if len(_LEFT_RE.findall(s)) != len(_RIGHT_RE.findall(s)):
+            return False
+    if "\\begin" in s or "\\end" in s:
+        if len(_BEGIN_RE.findall(s)) != len(_END_RE.findall(s)):
+            return False
+    return True
+
+
 def braces_balanced(s: str) -> bool:
     """True when `{`/`}` pair up (escaped `\\{`, `\\}` ignored); a cheap sign of broken LaTeX."""
     depth = 0

@@ -13,7 +13,8 @@ and the number words zero..twenty. Everything else returns None and goes to the 
 Comparison conventions (documented in docs/VERIFIERS.md):
   - `precision` set (MathVista): both sides rounded half-up to that many places, then equal.
   - `tolerance` set (DynaMath 1e-3): |pred - gold| <= tolerance (absolute).
-  - otherwise: equal, or within a relative 1e-6 of a non-zero gold; a gold written with d >= 1 decimal
+  - otherwise: equal (integers and fractions exactly; a relative 1e-6 when either side is written with
+    decimals, for float noise); a gold written with d >= 1 decimal
     places also accepts a *more precise* prediction that rounds to it (gold 5.7, pred 5.657 or 4√2); a
     prediction written with d >= 2 places is accepted for an exact gold whose decimal expansion does not
     terminate (gold 1/3, pred 0.333; gold π, pred 3.14).
@@ -131,7 +132,7 @@ def _simple_number(text: str) -> Number | None:
     """A signed decimal or scientific number with nothing around it."""
     text = text.strip()
     sign = 1
-    if text[:1] in "+-":
+    if text and text[0] in "+-":  # note: "" in "+-" is True, hence the explicit emptiness check
         sign = -1 if text[0] == "-" else 1
         text = text[1:].strip()
     if not text:
@@ -219,6 +220,8 @@ def parse_number(text: object) -> Number | None:
     if s[0] in "+-":
         sign = -1 if s[0] == "-" else 1
         s = s[1:].strip()
+    if not s:
+        return None
     if s.startswith("(") and s.endswith(")") and s.count("(") == 1:  # "(-3)" but never a tuple
         inner = parse_number(s[1:-1])
         if inner is None or "," in s:
@@ -245,12 +248,15 @@ def _candidates(num: Number) -> list[Fraction]:
     return [num.value, num.value / 100] if num.percent else [num.value]
 
 
-def _equal(p: Fraction, g: Fraction, approx: bool) -> bool:
+def _equal(p: Fraction, pred: Number, g: Fraction, gold: Number) -> bool:
     if p == g:
         return True
-    if g != 0 and abs(p - g) <= DEFAULT_REL_TOL * abs(g):
+    approx = pred.approx or gold.approx
+    if approx and abs(p - g) <= Fraction(1, 10**12) * max(1, abs(g)):
         return True
-    return approx and abs(p - g) <= Fraction(1, 10**12) * max(1, abs(g))
+    # Float noise (0.30000000000000004) only comes with written decimals; integers and fractions are exact.
+    inexact = approx or bool(pred.places) or bool(gold.places)
+    return inexact and g != 0 and abs(p - g) <= DEFAULT_REL_TOL * abs(g)
 
 
 def _close(
@@ -260,7 +266,7 @@ def _close(
         return round_half_up(p, precision) == round_half_up(g, precision)
     if tolerance is not None:
         return abs(p - g) <= Fraction(tolerance) + Fraction(1, 10**12)
-    if _equal(p, g, pred.approx or gold.approx):
+    if _equal(p, pred, g, gold):
         return True
     # A gold written with d places is a rounded value: a more precise prediction that rounds to it is right.
     if gold.places is not None and gold.places >= 1 and (pred.places is None or pred.places > gold.places):

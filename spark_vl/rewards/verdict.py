@@ -53,7 +53,7 @@ def _letter_kind_token(token: str, kind: str) -> str | None:
     if len(t) == 1:
         if t.upper() in letters:
             return t.upper()
-        if t.isdigit() and 1 <= int(t) <= len(letters):
+        if t in "123456789"[: len(letters)]:  # ASCII only: "¹".isdigit() is True but int("¹") fails
             return letters[int(t) - 1]
     return None
 

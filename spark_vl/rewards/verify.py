@@ -23,9 +23,9 @@ from spark_vl.rewards.choices import LETTERS, gold_letters, pred_letters
 from spark_vl.rewards.extract import extract_answer
 from spark_vl.rewards.normalize import (
     MAX_ANSWER_CHARS,
-    braces_balanced,
     clean_latex,
     latex_key,
+    latex_well_formed,
     normalize_text,
 )
 from spark_vl.rewards.numeric import Number, number_from_decimal_string, numbers_match, parse_number
@@ -222,6 +222,8 @@ def _check(
         return Check(False, "input")
     if len(pred) > MAX_ANSWER_CHARS:
         return Check(False, "too-long")
+    if not latex_well_formed(pred):
+        return Check(False, "malformed")  # "1}}}}" or "\left( 1" is broken output, not an answer
     if choices is not None and not (isinstance(choices, list | tuple) and all(isinstance(c, str) for c in choices)):
         choices = None  # malformed options are ignored rather than trusted
     kind = answer_type if answer_type in ANSWER_TYPES else infer_answer_type(gold, choices)
@@ -233,8 +235,8 @@ def _check(
         if isinstance(decided, Check):
             return decided
         gold = decided
-    if not braces_balanced(gold):
-        return Check(False, "input", f"gold {gold[:200]!r} has unbalanced braces")
+    if not latex_well_formed(gold):
+        return Check(False, "input", f"gold {gold[:200]!r} is malformed LaTeX (unbalanced braces or environments)")
     if kind == "text":
         return _check_text(pred, gold)
 
