@@ -1,0 +1,110 @@
+"""Benchmark adapters, found by name in a plain dict (`BENCHMARKS`), in SPARK's column order.
+
+`get_benchmark(name)` also accepts `prepared:<path>` (or just an existing path) for any prepared dataset
+from the data recipes, and `package.module:attr` for a user's own `Benchmark` value.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from spark_vl.eval.benchmarks.base import Benchmark, LoadedBenchmark, RowContext, RowError, accuracy_metrics
+from spark_vl.eval.benchmarks.dynamath import DYNAMATH
+from spark_vl.eval.benchmarks.general import MMMU, MMSTAR
+from spark_vl.eval.benchmarks.math import (
+    LOGICVISTA,
+    MATHVERSE,
+    MATHVERSE_VISION_ONLY,
+    MATHVISION,
+    MATHVISION_MINI,
+    MATHVISTA,
+    MMK12,
+)
+from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
+from spark_vl.eval.benchmarks.wemath import WEMATH
+
+# SPARK's Table 1 order (MVista, MVision, WeMath, MVerse, Dyna, Logic, MMK12 | reward), then Table 4's general ones.
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        MATHVISTA,
+        MATHVISION,
+        MATHVISION_MINI,
+        WEMATH,
+        MATHVERSE,
+        MATHVERSE_VISION_ONLY,
+        DYNAMATH,
+        LOGICVISTA,
+        MMK12,
+        VL_REWARDBENCH,
+        MM_REWARDBENCH,
+        MMMU,
+        MMSTAR,
+    )
+}
+
+ALIASES = {"mathvision_test": "mathvision", "mathvision_testmini": "mathvision_mini", "we_math": "wemath",
+           "vlrewardbench": "vl_rewardbench", "vl_rb": "vl_rewardbench", "multimodal_rewardbench": "mm_rewardbench",
+           "mmmu_val": "mmmu", "mathverse_vo": "mathverse_vision_only"}
+
+PREPARED_PREFIX = "prepared:"
+
+
+class UnknownBenchmarkError(KeyError):
+    """A benchmark name that is neither known, a prepared dataset path nor an importable `module:attr`."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _no_rows(row, ctx: RowContext):
+    raise RowError("this benchmark is built from Sample objects, not raw rows")
+
+
+def generic_benchmark(name: str, label: str | None = None) -> Benchmark:
+    """An adapter for any list of Samples (a prepared dataset, the trainer's held-out split): verifier accuracy
+    by category and source."""
+    return Benchmark(
+        name=name,
+        label=label or name,
+        group="other",
+        convert=_no_rows,
+        breakdowns=("category", "source"),
+        notes="accuracy of the verifier on the dataset's own gold answers, by category and source",
+    )
+
+
+def get_benchmark(name: str) -> Benchmark:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key in BENCHMARKS:
+        return BENCHMARKS[key]
+    if name.startswith(PREPARED_PREFIX) or Path(name).exists():
+        path = name.removeprefix(PREPARED_PREFIX)
+        return generic_benchmark(PREPARED_PREFIX + path, label=Path(path.split("@")[0]).name or path)
+    if ":" in name and not name.startswith(PREPARED_PREFIX):
+        module, _, attr = name.partition(":")
+        try:
+            value = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise UnknownBenchmarkError(f"cannot import benchmark {name!r}: {err}") from None
+        if not isinstance(value, Benchmark):
+            raise UnknownBenchmarkError(f"{name} is a {type(value).__name__}, not a spark_vl.eval Benchmark")
+        return value
+    raise UnknownBenchmarkError(
+        f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)} "
+        f"(or prepared:<path> for a prepared dataset, or package.module:attr)"
+    )
+
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "LoadedBenchmark",
+    "RowContext",
+    "RowError",
+    "UnknownBenchmarkError",
+    "accuracy_metrics",
+    "generic_benchmark",
+    "get_benchmark",
+]

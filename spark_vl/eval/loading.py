@@ -1,0 +1,123 @@
+"""Read a benchmark's rows in its real schema and turn them into Samples.
+
+Sources, in order of preference:
+  - a local `datasets` folder (`save_to_disk`), a folder of parquet files in the hub layout
+    (`<config>/<split>-*.parquet`, `data/<split>-*.parquet`), a single parquet / JSON / JSONL file;
+  - the benchmark's hub id through `datasets.load_dataset(hub_id, config, split=...)` (needs the network).
+Rows that cannot become a Sample are skipped, counted and listed (`LoadedBenchmark.skipped`); images are
+not decoded here (a missing or broken image is reported when the prompt is built).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spark_vl.data.sources import SourceError, open_source
+from spark_vl.eval.benchmarks import PREPARED_PREFIX, Benchmark, LoadedBenchmark, RowContext, RowError
+from spark_vl.types import Sample
+
+
+class BenchmarkSourceError(ValueError):
+    """A benchmark whose data cannot be read at all (missing path, offline hub, unknown split)."""
+
+
+def _hub_rows(hub_id: str, config: str | None, split: str | None):
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(hub_id, config, split=split)
+    except Exception as err:  # offline, unknown id, gated: one line that says what to do instead
+        raise BenchmarkSourceError(
+            f"cannot load hub dataset {hub_id!r} (config {config}, split {split}): {type(err).__name__}: {err}. "
+            "Offline? Download it elsewhere and pass --data <benchmark>=<local folder or parquet>."
+        ) from None
+    arrow = ds.with_format("arrow")  # image columns stay undecoded {"bytes", "path"} structs
+
+    def rows():
+        for table in arrow.iter(batch_size=256):
+            yield from table.to_pylist()
+
+    return rows(), None, f"hub {hub_id}" + (f" config {config}" if config else "") + f" split {split}"
+
+
+def _local_rows(path: Path, split: str | None, single_split: bool):
+    try:
+        source = open_source(str(path), split)
+    except SourceError as err:
+        if not single_split or split is None:
+            raise BenchmarkSourceError(str(err)) from None
+        try:  # a folder or file without split names holds just this benchmark's one split
+            source = open_source(str(path), None)
+        except SourceError:
+            raise BenchmarkSourceError(str(err)) from None
+    return (row for _, row in source.rows()), source.root, source.description
+
+
+def load_benchmark(
+    bench: Benchmark, source: str | None = None, *, split: str | None = None, limit: int | None = None
+) -> LoadedBenchmark:
+    """Samples of `bench` from `source` (local path; None = the hub id), optionally one `split`, first `limit`."""
+    if bench.name.startswith(PREPARED_PREFIX):
+        return _load_prepared(bench, source or bench.name.removeprefix(PREPARED_PREFIX), limit)
+    spec = source or bench.hub_id
+    if spec is None:
+        raise BenchmarkSourceError(f"benchmark {bench.name} has no hub id; pass --data {bench.name}=<path>")
+    path = Path(spec).expanduser()
+    local = path.exists()
+    if local and bench.hub_config and (path / bench.hub_config).is_dir():
+        path = path / bench.hub_config
+    splits: tuple[str | None, ...] = (split,) if split else bench.splits
+    if local and path.is_file():
+        splits = (None,)  # one file = one split (DynaMath files carry `varid` per row)
+    samples: list[Sample] = []
+    skipped: list[dict[str, str]] = []
+    root: Path | None = None
+    descriptions = []
+    for name in splits:
+        if local:
+            rows, root, description = _local_rows(path, name, single_split=len(splits) == 1)
+        else:
+            rows, root, description = _hub_rows(spec, bench.hub_config, name)
+        descriptions.append(description)
+        for index, row in enumerate(rows):
+            try:
+                samples.append(bench.convert(row, RowContext(split=name, index=index, root=root)))
+            except (RowError, KeyError, TypeError, ValueError) as err:
+                skipped.append({"row": f"{name or ''}#{index}", "reason": f"{type(err).__name__}: {err}"})
+    if bench.row_filter is not None:
+        samples = [s for s in samples if bench.row_filter(s)]
+    if bench.sort_key is not None:
+        samples.sort(key=bench.sort_key)
+    samples = _unique_uids(samples, skipped)
+    if limit is not None:
+        samples = samples[:limit]
+    return LoadedBenchmark(bench, samples, skipped, root, "; ".join(dict.fromkeys(descriptions)))
+
+
+def _unique_uids(samples: list[Sample], skipped: list[dict[str, str]]) -> list[Sample]:
+    """Drop rows whose uid repeats an earlier one (the cache and the reports are keyed by uid)."""
+    seen: set[str] = set()
+    kept = []
+    for s in samples:
+        if s.uid in seen:
+            skipped.append({"row": s.uid, "reason": "duplicate uid (an earlier row has the same id)"})
+            continue
+        seen.add(s.uid)
+        kept.append(s)
+    return kept
+
+
+def _load_prepared(bench: Benchmark, path: str, limit: int | None) -> LoadedBenchmark:
+    from spark_vl.data.io import load_samples
+
+    try:
+        result = load_samples(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise BenchmarkSourceError(f"cannot load prepared dataset {path}: {err}") from None
+    skipped: list[dict[str, Any]] = [{"row": str(row), "reason": str(reason)} for row, reason in result.skipped]
+    samples = _unique_uids(list(result.samples), skipped)
+    if limit is not None:
+        samples = samples[:limit]
+    root = Path(result.root) if getattr(result, "root", None) else None
+    return LoadedBenchmark(bench, samples, skipped, root, f"prepared {path}")

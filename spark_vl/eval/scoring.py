@@ -1,0 +1,183 @@
+"""Shared scoring pieces: answer extraction per protocol, the verifier call, and small matching rules.
+
+Benchmark adapters combine these; none of them ever raises on a bad response. A response without a
+readable answer is `no_answer` (scored wrong, counted and listed); a benchmark's official rule that
+would guess at random is NOT applied to the headline — the expected value of the guess is reported as
+a separate metric instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from spark_vl.eval.protocols import EvalProtocol
+from spark_vl.rewards import extract_answer, verify
+from spark_vl.rewards.choices import LETTERS, letter_for_text, parse_letters
+from spark_vl.types import Sample
+
+try:  # `check` also names the verifier layer that decided; fall back to the plain bool if it is absent
+    from spark_vl.rewards.verify import check as _check
+except ImportError:  # pragma: no cover - depends on the verifier's internals
+    _check = None
+
+
+@dataclass
+class Score:
+    """The outcome of scoring one response."""
+
+    correct: bool
+    extracted: str | None
+    status: str = "ok"  # "ok" | "no_answer"
+    decided_by: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def extract(response: str | None, protocol: EvalProtocol) -> str | None:
+    """The answer the protocol reads from a response (first/last box; fallbacks only if the protocol allows)."""
+    if not response:
+        return None
+    return extract_answer(response, protocol.extract, fallback=protocol.extract_fallback)
+
+
+def verifier(sample: Sample, pred: str, **overrides: Any) -> tuple[bool, str]:
+    """(correct, deciding layer) from the spark-vl verifier with the sample's answer type, options and rules."""
+    kwargs = {
+        "answer_type": sample.answer_type,
+        "choices": sample.choices,
+        "precision": sample.precision,
+        "tolerance": sample.tolerance,
+    }
+    kwargs.update(overrides)
+    if _check is not None:
+        result = _check(pred, sample.answer, **kwargs)
+        return bool(result.correct), f"verifier:{result.layer}"
+    return bool(verify(pred, sample.answer, **kwargs)), "verifier"
+
+
+def verifier_score(sample: Sample, response: str | None, protocol: EvalProtocol, **overrides: Any) -> Score:
+    pred = extract(response, protocol)
+    if pred is None:
+        return Score(False, None, "no_answer", "extraction")
+    correct, layer = verifier(sample, pred, **overrides)
+    return Score(correct, pred, "ok", layer)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small rules used by the official scorers
+
+
+def letters(text: str | None, num_options: int, *, multi: bool = False) -> frozenset[str] | None:
+    """The option letter(s) named in `text` (A.. for `num_options` options), or None."""
+    if not text:
+        return None
+    allowed = LETTERS[: num_options] if num_options > 0 else LETTERS
+    return parse_letters(text, allowed, allow_compact=multi)
+
+
+def letters_or_option(text: str | None, choices: list[str] | None, *, multi: bool = False) -> frozenset[str] | None:
+    """Letters named in `text`, else the letter of the single option whose text `text` equals."""
+    found = letters(text, len(choices or []), multi=multi)
+    if found is None and text and choices:
+        letter = letter_for_text(text, choices)
+        found = frozenset(letter) if letter else None
+    return found
+
+
+def gold_letter_set(answer: str) -> frozenset[str]:
+    """Gold letters from "A", "A, C", "A and C", "AC", "(B)": the set of capital letters A-Z named."""
+    body = re.sub(r"\band\b", ",", answer)
+    parts = [p for p in re.split(r"[\s,;/&]+", body.strip().strip("()[]{}")) if p]
+    found: set[str] = set()
+    for part in parts:
+        part = part.strip("()[].:")
+        if re.fullmatch(r"[A-Z]+", part):
+            found.update(part)
+    return frozenset(found)
+
+
+_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def first_float(text: str | None) -> float | None:
+    """The value of `text` as a float: the whole string if it parses, else its first number ("12 cm" -> 12)."""
+    if not text:
+        return None
+    s = text.strip().replace("$", "").replace("\\%", "%").rstrip("%").strip()
+    try:
+        return float(s.replace(",", ""))
+    except ValueError:
+        pass
+    m = _NUMBER_RE.search(s)
+    if m is None:
+        return None
+    try:
+        return float(m.group().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def strict_float(text: str | None) -> float | None:
+    """`text` as a float only when the whole string is a number ("1,000", "-2.5"); else None."""
+    try:
+        return float((text or "").strip().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def all_floats(text: str | None) -> list[float]:
+    return [float(m.replace(",", "")) for m in _NUMBER_RE.findall(text or "") if m.replace(",", "").strip("-.")]
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions), O(len(a) * len(b))."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def norm_text(text: str) -> str:
+    """Lower case, no \\text{}, $, surrounding spaces or a final period."""
+    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", text).replace("$", "")
+    return s.strip().rstrip(".").strip().lower()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pairwise judge verdicts (reward benchmarks)
+
+_ANSWER_N_BETTER = re.compile(r"answer\s*\(?([12])\)?\s*is\s*(?:the\s*)?(?:slightly\s*|much\s*|clearly\s*)?better",
+                              re.IGNORECASE)
+_BOXED_12 = re.compile(r"\\box(?:ed)?\s*\{\s*(?:\\text\{)?\s*(?:answer\s*)?([12])\s*\}?\s*\}", re.IGNORECASE)
+_DOUBLE_BRACKET = re.compile(r"\[\[\s*([AB])\s*\]\]")
+
+
+def parse_numbered_verdict(response: str | None) -> int | None:
+    """1 or 2 from "Overall Judgment: Answer 2 is better" (the last such statement), or a boxed 1/2; else None."""
+    if not response:
+        return None
+    text = response.replace("*", "")
+    hits = _ANSWER_N_BETTER.findall(text)
+    if hits:
+        return int(hits[-1])
+    boxed = _BOXED_12.findall(text)
+    return int(boxed[-1]) if boxed else None
+
+
+def parse_bracket_verdict(response: str | None) -> str | None:
+    """"A" or "B" from the last "[[A]]"/"[[B]]" token, or a boxed A/B; else None."""
+    if not response:
+        return None
+    hits = _DOUBLE_BRACKET.findall(response)
+    if hits:
+        return hits[-1]
+    from spark_vl.rewards import parse_verdict
+
+    verdict = parse_verdict(response, kind="ab")
+    return verdict if verdict in ("A", "B") else None
