@@ -1,0 +1,42 @@
+"""LogicVista: multi-letter golds compared as letter SETS; malformed rows are skipped and counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_vl.eval import get_benchmark, load_benchmark
+from tests.unit._eval_fixtures import image_struct, score_only, write_parquet
+
+
+@pytest.fixture
+def logicvista(tmp_path):
+    rows = [{"question_id": str(i), "question": f"Q{i}? A. x B. y C. z D. w", "image": image_struct(f"{i}.png"),
+             "answer": answer, "skill": skill, "capability": "diagram"}
+            for i, (answer, skill) in enumerate([("A, C", "deductive"), ("A, C", "inductive"), ("B, D", "spatial"),
+                                                 ("D", "numerical"), ("A", "numerical"), ("none", "numerical")], 1)]
+    return write_parquet(tmp_path / "LogicVista", "test", rows)
+
+
+PREDICTIONS = {
+    "1": "\\boxed{A, C}",
+    "2": "\\boxed{C, A}",  # same set, other order
+    "3": "\\boxed{B}",  # a subset is wrong
+    "4": "\\boxed{D}",
+    "5": "The answer is A",  # no box
+}
+
+
+def test_gold_sets_and_skipped_row(logicvista):
+    lb = load_benchmark(get_benchmark("logicvista"), str(logicvista))
+    assert [s.answer for s in lb.samples] == ["A, C", "A, C", "B, D", "D", "A"]
+    assert lb.samples[0].answer_type == "mcq_multi"
+    assert len(lb.skipped) == 1 and "names no option letter" in lb.skipped[0]["reason"]
+
+
+def test_letter_sets_by_hand(tmp_path, logicvista):
+    m = score_only(tmp_path, "logicvista", logicvista, PREDICTIONS, "spark")
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["multi_letter_items"] == 3 and m["multi_letter_accuracy"] == pytest.approx(2 / 3)
+    assert m["by_skill"]["numerical"] == {"accuracy": 0.5, "n": 2}
+    official = score_only(tmp_path, "logicvista", logicvista, PREDICTIONS, "official")
+    assert official["accuracy"] == pytest.approx(4 / 5)
