@@ -115,6 +115,8 @@ class PreparedWriter:
         (self.out / "data").mkdir(parents=True, exist_ok=True)
         if (self.out / MANIFEST).exists():
             (self.out / MANIFEST).unlink()  # a half-rewritten folder must not look finished
+        for stale in (self.out / "data").glob("part-*.parquet"):  # shards of an earlier (longer) run
+            stale.unlink()
 
     def _store_image(self, image: CheckedImage) -> dict[str, Any]:
         self.image_bytes += len(image.data)

@@ -168,8 +168,9 @@ def _open_hub(hub_id: str, split: str | None) -> RowSource:
         ds = load_dataset(hub_id, split=split or "train")
     except Exception as err:  # offline, unknown id, gated: say so in one line
         raise SourceError(
-            f"cannot load hub dataset {hub_id!r} (split {split or 'train'}): {type(err).__name__}: {err}. "
-            "Offline? Download it elsewhere and pass the local folder or parquet files as --source."
+            f"{hub_id} is not a local file or folder, and loading it as a hub dataset (split {split or 'train'}) "
+            f"failed: {type(err).__name__}: {err}. Offline? Download it elsewhere and pass the local folder or "
+            "parquet files."
         ) from None
     return _from_arrow_dataset(ds, f"hub {hub_id} split {split or 'train'}", None)
 

@@ -206,3 +206,32 @@ def test_script_entry_point(fixtures, tmp_path):
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["rows"] == 3 and "clevr_count.py --source" in manifest["command"]
+
+
+@pytest.mark.parametrize("form", ["disk", "parquet"])
+def test_generic_on_hf_forms(tmp_path, form):
+    from datasets import Features, Image, List, Value
+
+    rows = [{"uid": f"h{i}", "prompt": f"<image>Count the dots ({i}).", "ground_truth": f"\\boxed{{{i + 1}}}",
+             "pictures": [builders.png(builders.COLOURS[i], mark=i)]} for i in range(3)]
+    feats = Features({"uid": Value("string"), "prompt": Value("string"), "ground_truth": Value("string"),
+                      "pictures": List(Image())})
+    forms = builders.hf_forms(rows, feats, tmp_path, "generic_hf")
+    code, out = prepare("generic", tmp_path, "--source", forms[form], "--problem-key", "prompt", "--answer-key",
+                        "ground_truth", "--image-key", "pictures", "--id-key", "uid", "--name", "dots")
+    assert code == 0
+    samples = loaded(out).samples
+    assert [(s.uid, s.answer) for s in samples] == [("dots-h0", "1"), ("dots-h1", "2"), ("dots-h2", "3")]
+
+
+def test_synthetic_recipe_through_the_cli(tmp_path):
+    from spark_vl.cli import main as spark_vl
+
+    out = tmp_path / "procedural"
+    assert spark_vl(["data", "prepare", "synthetic", "--out", str(out), "--size", "20", "--tasks",
+                     "triangle_angle,bar_chart", "--image-size", "128", "--images", "embed"]) == 0
+    result = loaded(out)
+    assert len(result.samples) == 20 and result.manifest["recipe"] == "synthetic"
+    assert {s.category for s in result.samples} == {"triangle_angle", "bar_chart"}
+    assert all(s.solution.endswith(f"\\boxed{{{s.answer}}}") for s in result.samples)
+    assert result.manifest["command"].startswith("spark-vl data prepare synthetic")
