@@ -78,11 +78,15 @@ def precomputed(sample: Sample, column: str | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def estimate_pass_rates(samples: list[Sample], root: Path | None, cfg: DifficultyConfig) -> list[float]:
-    """correct / n per sample, with n rollouts each through the HF rollout engine and the verifier."""
+def estimate_pass_rates(samples: list[Sample], root: Path | None, cfg: DifficultyConfig) -> list[float | None]:
+    """correct / n per sample, with n rollouts each through the HF rollout engine and the verifier.
+
+    A row whose prompt cannot be built (an unreadable image) gets None (unknown) instead of stopping the run.
+    """
     import torch
 
     from spark_vl.config import ModelConfig, RewardConfig
+    from spark_vl.data.images import ImageError
     from spark_vl.data.prompts import build_prompt
     from spark_vl.models import load_model
     from spark_vl.rewards import score_batch
@@ -93,13 +97,22 @@ def estimate_pass_rates(samples: list[Sample], root: Path | None, cfg: Difficult
     engine = make_engine("hf", model, processor, generation_batch_size=cfg.prompts_per_batch * cfg.n)
     sampling = SamplingParams(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     reward_cfg = RewardConfig()
-    rates: list[float] = []
+    rates: list[float | None] = []
     for start in range(0, len(samples), cfg.prompts_per_batch):
         batch = samples[start : start + cfg.prompts_per_batch]
-        prompts = [build_prompt(s, cfg.template, image_root=root) for s in batch]
-        for group in engine.generate(prompts, cfg.n, sampling):
-            texts = [r.text for r in group.rollouts]
-            outputs = score_batch(texts, [group.prompt.sample] * len(texts), reward_cfg)
+        prompts = {}
+        for k, sample in enumerate(batch):
+            try:
+                prompts[k] = build_prompt(sample, cfg.template, image_root=root)
+            except ImageError as err:
+                print(f"[difficulty] row {sample.uid}: {err}; pass rate unknown", file=sys.stderr)
+        groups = dict(zip(prompts, engine.generate(list(prompts.values()), cfg.n, sampling), strict=True))
+        for k in range(len(batch)):
+            if k not in groups:
+                rates.append(None)
+                continue
+            texts = [r.text for r in groups[k].rollouts]
+            outputs = score_batch(texts, [batch[k]] * len(texts), reward_cfg)
             rates.append(sum(1 for o in outputs if o.correct) / len(texts))
         print(f"[difficulty] {min(start + len(batch), len(samples))}/{len(samples)} rows estimated", file=sys.stderr)
     return rates
@@ -114,7 +127,8 @@ def assign_rates(result: LoadResult, cfg: DifficultyConfig) -> tuple[list[float 
         estimated = estimate_pass_rates([result.samples[i] for i in todo], result.root, cfg)
         for i, rate in zip(todo, estimated, strict=True):
             rates[i] = rate
-        origin["rollouts"] = len(todo)
+        origin["rollouts"] = sum(rate is not None for rate in estimated)
+        origin["unknown"] = len(todo) - origin["rollouts"]
     else:
         origin["unknown"] = len(todo)
     return rates, origin
