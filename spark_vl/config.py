@@ -411,7 +411,9 @@ def validate(cfg: Config, world_size: int = 1) -> None:
             f"trainer.micro_batch_size x world size = {t.micro_batch_size} x {world_size} = {per_rank}"
         )
     if t.prompts_per_step % world_size:
-        raise ConfigError(f"trainer.prompts_per_step={t.prompts_per_step} must be a multiple of world size {world_size}")
+        raise ConfigError(
+            f"trainer.prompts_per_step={t.prompts_per_step} must be a multiple of the world size {world_size}"
+        )
 
 
 @dataclass

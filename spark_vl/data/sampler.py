@@ -64,5 +64,7 @@ class MixtureSampler:
 
     def load_state_dict(self, state: dict) -> None:
         if list(state["sizes"]) != list(self.sizes):
-            raise ValueError(f"checkpoint sampler was over sources of sizes {state['sizes']}, data now has {self.sizes}")
+            raise ValueError(
+                f"the checkpoint's sampler was over sources of sizes {state['sizes']}, the data now has {self.sizes}"
+            )
         self.state = SamplerState(int(state["draws"]), list(state["per_source"]))

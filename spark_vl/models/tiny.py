@@ -119,7 +119,9 @@ def build_processor(family: str, min_pixels: int = 3136, max_pixels: int = 12544
             min_pixels=min_pixels, max_pixels=max_pixels, patch_size=16, merge_size=2, temporal_patch_size=2
         )
         video_processor = Qwen3VLVideoProcessor()
-        processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor)
+        processor = Qwen3VLProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor
+        )
     else:
         raise ValueError(f"unknown builtin model {family!r}; known: {', '.join(TINY_MODELS)}")
     processor.chat_template = CHAT_TEMPLATE

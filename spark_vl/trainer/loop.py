@@ -32,6 +32,7 @@ from spark_vl.rollout import make_engine
 from spark_vl.trainer.batch import PromptEncoder, Sequence, collate, response_values
 from spark_vl.trainer.data import PromptSource, held_out_prompts
 from spark_vl.trainer.engine import all_reduce_sum, build_engine, build_reference, init_distributed
+from spark_vl.trainer.spark_phase import SparkPhase
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
 
 log = logging.getLogger("spark_vl.train")
@@ -151,17 +152,17 @@ class Trainer:
                     s.ref_logprobs = values
         self.model.train()
 
-    def update(self, seqs: list[Sequence], m: Means) -> None:
-        """ppo_epochs passes; each pass splits the rank's sequences into optimizer-step mini-batches."""
+    def update(self, seqs: list[Sequence], num_minis: int, m: Means) -> None:
+        """ppo_epochs passes; each pass deals the rank's sequences into `num_minis` optimizer steps (the same
+        number on every rank, whatever each rank holds)."""
         cfg, a = self.cfg, self.cfg.algorithm
         world = self.dist.world_size
-        per_rank = cfg.trainer.sequences_per_optimizer_step // world
         pad = self.processor.tokenizer.pad_token_id
         policy_loss_fn = get_policy_loss_fn(a.policy_loss)
         norm_const = float(a.loss_agg_norm or cfg.rollout.max_new_tokens)
         accum = self.engine.gradient_accumulation_steps()
         for _ in range(a.ppo_epochs):
-            for mini in mini_batches(seqs, per_rank):
+            for mini in mini_batches(seqs, num_minis):
                 # Global denominators: every micro-batch of every rank in this optimizer step.
                 pg_tokens = sum(len(s.response_ids) for s in mini if not s.is_expert)
                 pg_seqs = sum(1 for s in mini if not s.is_expert and s.response_ids)
@@ -172,23 +173,24 @@ class Trainer:
                 bad = False
                 # DeepSpeed counts exactly grad_accum micro-steps per optimizer step.
                 for mb in split_even(mini, accum):
-                    if mb:
-                        loss = self.micro_loss(collate(mb, pad).to(self.dist.device), pg_denom, sft_denom,
-                                               policy_loss_fn, m)
-                    else:
-                        loss = sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
-                    finite = all_reduce_sum([float(torch.isfinite(loss).item())], self.dist.device)[0] == world
-                    if finite and not bad:
-                        # DeepSpeed averages over ranks and (by default) over accumulation steps; our loss is
-                        # already a share of the global mean, so undo both.
-                        self.engine.backward(loss * world, scale_wrt_gas=False)
-                    else:
-                        bad = True
+                    loss = self.micro_loss(collate(mb, pad).to(self.dist.device), pg_denom, sft_denom,
+                                           policy_loss_fn, m) if mb else None
+                    finite = loss is None or bool(torch.isfinite(loss).item())
+                    bad = bad or all_reduce_sum([float(finite)], self.dist.device)[0] < world
+                    if bad or loss is None:
+                        # Keep DeepSpeed's accumulation bookkeeping (and ZeRO's reduction hooks) in step on every
+                        # rank with an exact zero; the optimizer step below is then taken with lr 0.
+                        loss = zero_loss(self.model)
+                    # DeepSpeed averages over ranks and (by default) over accumulation steps; our loss is already
+                    # a share of the global mean, so undo both.
+                    self.engine.backward(loss * world, scale_wrt_gas=False)
                     if self.engine.is_gradient_accumulation_boundary():
                         if bad:
                             for group in self.engine.optimizer.param_groups:
                                 group["lr"] = 0.0  # skip this update; the scheduler restores the lr below
                         lr = self.engine.get_lr()[0]
+                        # ZeRO-0 in fp32 does not record the norm; its grads are already all-reduced here.
+                        own_norm = None if self.cfg.deepspeed.zero_stage else grad_norm(self.model)
                         self.engine.step()
                         self.state.optimizer_steps += 1
                         if bad:
@@ -196,9 +198,10 @@ class Trainer:
                             m.add("actor/skipped_updates", 1.0)
                         else:
                             norm = self.engine.get_global_grad_norm()
+                            norm = own_norm if norm is None else norm
                             if norm is not None:
-                                m.add("actor/grad_norm", float(norm) / world)
-                            m.add("actor/lr", lr / world)
+                                m.add("actor/grad_norm", float(norm))
+                            m.add("actor/lr", lr)
                     else:
                         self.engine.step()
                 if bad:
@@ -214,7 +217,10 @@ class Trainer:
         out = policy_loss_fn(logp, batch.old_logprobs, batch.advantages, pg_mask, a)
         loss = aggregate(out.loss_BT * weights, pg_mask, a.loss_agg, pg_denom)
         n_pg = pg_mask.sum().item()
-        m.add("loss/policy", loss.item() * self.dist.world_size, 1.0)
+        # Each micro-batch holds a share of its optimizer step's loss: weight the shares so the logged value is
+        # the mean over optimizer steps of the full step loss.
+        share = 1.0 / (self.engine.gradient_accumulation_steps() * self.dist.world_size)
+        m.add("loss/policy", loss.item(), share)
         if n_pg:
             m.add("actor/clipfrac", (out.clipped_BT * pg_mask).sum().item(), n_pg)
             m.add("actor/entropy", (entropy * pg_mask).sum().item(), n_pg)
@@ -243,11 +249,12 @@ class Trainer:
         seqs = self.sequences(groups, experts)
         self.fill_logprobs(seqs, m)
         t3 = time.perf_counter()
-        self.update(seqs, m)
+        global_sequences = self.cfg.trainer.prompts_per_step * n
+        self.update(seqs, max(1, global_sequences // self.cfg.trainer.sequences_per_optimizer_step), m)
         t4 = time.perf_counter()
         record_group_metrics(groups, prefix, m)
         for name, seconds in (("rollout", t1 - t0), ("reward", t2 - t1), ("logprobs", t3 - t2), ("update", t4 - t3)):
-            m.add(f"time/{prefix}{name}", seconds * self.dist.world_size)
+            m.add(f"time/{prefix}{name}", seconds)
         return groups
 
     # -- held-out evaluation -----------------------------------------------------------------------------------
@@ -268,15 +275,24 @@ class Trainer:
         return m.reduce(self.dist.device)
 
 
-def mini_batches(seqs: list[Sequence], per_rank: int) -> list[list[Sequence]]:
-    """Shuffle policy sequences into optimizer-step mini-batches of `per_rank`; expert sequences are dealt
+def zero_loss(model) -> torch.Tensor:
+    return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+
+
+def grad_norm(model) -> float:
+    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def mini_batches(seqs: list[Sequence], num_minis: int) -> list[list[Sequence]]:
+    """Shuffle policy sequences into `num_minis` optimizer-step mini-batches; expert sequences are dealt
     round-robin over them, so the supervised term is spread over every update."""
     policy = [s for s in seqs if not s.is_expert]
     experts = [s for s in seqs if s.is_expert]
     order = torch.randperm(len(policy)).tolist()
-    minis = [[policy[i] for i in order[k : k + per_rank]] for k in range(0, len(order), per_rank)] or [[]]
+    minis = split_even([policy[i] for i in order], num_minis)
     for i, s in enumerate(experts):
-        minis[i % len(minis)].append(s)
+        minis[i % num_minis].append(s)
     return minis
 
 
@@ -352,7 +368,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     synced = cfg.deepspeed.zero_stage == 3 and dist.world_size > 1
     rollout = make_engine(cfg.rollout.backend, engine.module, processor, cfg.rollout.generation_batch_size, synced)
     state = TrainState()
-    spark = SparkPhase.create(cfg) if cfg.spark.enabled else None
+    spark = SparkPhase(cfg, dist.rank, dist.world_size, dist.device) if cfg.spark.enabled else None
     if resume:
         path = ckpt.resolve_checkpoint(resume, run_dir)
         saved = ckpt.load_checkpoint(engine, path)
@@ -375,9 +391,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         t0 = time.perf_counter()
         policy_count = cfg.trainer.prompts_per_step
         aux: list[Prompt] = spark.take_mixed(step) if spark is not None else []
-        policy = source.next_prompts(policy_count - len(aux))
+        n_aux = int(all_reduce_sum([len(aux)], dist.device)[0])
+        policy = source.next_prompts(policy_count - n_aux)
         experts = source.next_experts(cfg.algorithm.sft_prompts_per_step)
-        mine = (policy + aux)[dist.rank :: dist.world_size]
+        mine = policy[dist.rank :: dist.world_size] + aux
         groups = trainer.run_phase(mine, experts[dist.rank :: dist.world_size], n, "", m)
         if spark is not None:
             spark.after_policy_step(trainer, groups, step, m)
@@ -419,7 +436,8 @@ def planned_aux_optimizer_steps(cfg: Config, world_size: int) -> int:
     if not cfg.spark.enabled or cfg.spark.schedule != "alternate":
         return 0
     n_aux = cfg.spark.samples_per_prompt or cfg.rollout.samples_per_prompt
-    per_phase = cfg.algorithm.ppo_epochs * cfg.trainer.prompts_per_step * n_aux // cfg.trainer.sequences_per_optimizer_step
+    sequences = cfg.trainer.prompts_per_step * n_aux
+    per_phase = cfg.algorithm.ppo_epochs * sequences // cfg.trainer.sequences_per_optimizer_step
     return per_phase * cfg.trainer.rollout_steps
 
 
@@ -428,11 +446,3 @@ def _progress(cfg: Config, dist, initial: int):
 
     return tqdm(total=cfg.trainer.rollout_steps, initial=initial, desc="train", dynamic_ncols=True,
                 disable=not (dist.is_main and cfg.logging.progress))
-
-
-class SparkPhase:
-    """Placeholder until SPARK's recycling lands (spark.enabled=true is rejected for now)."""
-
-    @staticmethod
-    def create(cfg: Config):
-        raise NotImplementedError("spark.enabled=true needs spark_vl.spark (in progress)")

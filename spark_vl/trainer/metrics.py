@@ -42,7 +42,8 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            purge = resume_step + 1 if resume_step else None  # drop events logged after the checkpoint
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
         if wandb_project:
             import wandb
 

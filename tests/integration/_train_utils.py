@@ -1,0 +1,71 @@
+"""Helpers for integration tests that run the real trainer on the builtin tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spark_vl.config import load_config
+
+FAST = [
+    "data.synthetic_size=64",
+    "data.val_size=8",
+    "data.max_prompt_length=256",
+    "rollout.samples_per_prompt=2",
+    "rollout.max_new_tokens=8",
+    "trainer.prompts_per_step=4",
+    "trainer.sequences_per_optimizer_step=4",
+    "trainer.micro_batch_size=2",
+    "algorithm.sft_prompts_per_step=2",
+    "algorithm.sft_coef=1.0",
+    "trainer.eval_every=0",
+    "trainer.eval_max_new_tokens=8",
+    "logging.progress=false",
+    "logging.tensorboard=true",
+]
+
+
+def fast_config(out: Path, *overrides: str):
+    return load_config("configs/demo_cpu.yaml", [*FAST, f"trainer.output_dir={out}", *overrides])
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+class ScriptedEngine:
+    """A rollout engine whose responses are right or wrong at random (torch RNG), as real token ids.
+
+    Used where a random tiny model would never produce an answer (e.g. to exercise SPARK recycling).
+    """
+
+    def __init__(self, backend, model, processor, *args, **kwargs):
+        self.processor = processor
+
+    def sync_weights(self, model):
+        pass
+
+    def sleep(self):
+        pass
+
+    def wake(self):
+        pass
+
+    def generate(self, prompts, n, sampling):
+        import torch
+
+        from spark_vl.types import Rollout, RolloutGroup
+
+        tok = self.processor.tokenizer
+        groups = []
+        for p in prompts:
+            rollouts = []
+            for _ in range(n):
+                right = bool(torch.rand(()) < 0.5)
+                gold = p.sample.answer
+                wrong = {"Yes": "No", "No": "Yes", "A": "B", "B": "A"}.get(gold, "7" if gold != "7" else "8")
+                text = f"Let me look. \\boxed{{{gold if right else wrong}}}"
+                ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                rollouts.append(Rollout(prompt=p, token_ids=ids, text=text, logprobs=None, finish_reason="stop"))
+            groups.append(RolloutGroup(prompt=p, rollouts=rollouts))
+        return groups

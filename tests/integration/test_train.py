@@ -1,0 +1,122 @@
+"""The real trainer end to end on the builtin tiny models (CPU, single process)."""
+
+import math
+
+import pytest
+import torch
+
+from spark_vl.models.tiny import build_tiny
+from spark_vl.trainer.checkpoint import consolidated_state_dict, list_checkpoints
+from spark_vl.trainer.loop import TrainingAborted, train
+
+from ._train_utils import fast_config, read_metrics
+
+
+@pytest.mark.parametrize("model", ["tiny-qwen2.5-vl", "tiny-qwen3-vl"])
+def test_two_steps_change_every_parameter(tmp_path, model):
+    run = train(fast_config(tmp_path / "run", f"model.path=builtin:{model}", "trainer.rollout_steps=2"))
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == [0, 1, 2]
+    for m in metrics[1:]:
+        assert math.isfinite(m["loss/policy"]) and math.isfinite(m["loss/sft"])
+        assert math.isfinite(m["actor/grad_norm"]) and m["actor/grad_norm"] > 0
+        for key in ("reward/mean", "reward/accuracy", "response/length_mean", "actor/entropy", "actor/clipfrac",
+                    "actor/lr", "time/rollout", "time/reward", "time/logprobs", "time/update"):
+            assert key in m, key
+    before, _ = build_tiny(model, seed=0)
+    after = consolidated_state_dict(list_checkpoints(run)[-1])
+    unchanged = [name for name, p in before.named_parameters() if torch.equal(p.detach(), after[name].to(p.dtype))]
+    assert not unchanged, f"parameters that did not change: {unchanged}"
+    assert (run / "summary.md").exists() and (run / "curves.png").exists()
+    assert any((run / "tensorboard").iterdir())
+
+
+def test_frozen_vision_tower_stays_fixed(tmp_path):
+    run = train(fast_config(tmp_path / "run", "model.freeze_vision=true", "trainer.rollout_steps=1"))
+    before, _ = build_tiny("tiny-qwen2.5-vl", seed=0)
+    after = consolidated_state_dict(list_checkpoints(run)[-1])
+    for name, p in before.named_parameters():
+        frozen = ".visual." in f".{name}" and ".merger." not in name
+        assert torch.equal(p.detach(), after[name]) == frozen, name
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    full = train(fast_config(tmp_path / "full", "trainer.rollout_steps=4", "trainer.save_every=2",
+                             "trainer.keep_last=3", "trainer.eval_every=2"))
+    step2 = [c for c in list_checkpoints(full) if c.name.endswith("000002")][0]
+    resumed_cfg = fast_config(tmp_path / "resumed", "trainer.rollout_steps=4", "trainer.save_every=2",
+                              "trainer.eval_every=2")
+    resumed = train(resumed_cfg, resume=str(step2))
+    a = {m["step"]: m for m in read_metrics(full)}
+    b = {m["step"]: m for m in read_metrics(resumed)}
+    assert sorted(b) == [3, 4]
+    for step in (3, 4):
+        keys = sorted(k for k in a[step] if not k.startswith("time/"))
+        assert keys == sorted(k for k in b[step] if not k.startswith("time/"))
+        for k in keys:
+            assert a[step][k] == pytest.approx(b[step][k], rel=1e-6, abs=1e-7, nan_ok=True), (step, k)
+
+
+def test_resume_latest_continues_in_place(tmp_path):
+    out = tmp_path / "run"
+    train(fast_config(out, "trainer.rollout_steps=2", "trainer.save_every=1"))
+    train(fast_config(out, "trainer.rollout_steps=3", "trainer.save_every=1"), resume="latest")
+    assert [m["step"] for m in read_metrics(out)] == [0, 1, 2, 3]
+    assert [c.name for c in list_checkpoints(out)] == ["step-000002", "step-000003"]  # keep_last=2
+
+
+def test_unwritable_output_dir_fails_at_start(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TrainingAborted, match="not writable"):
+        train(fast_config(blocker / "run", "trainer.rollout_steps=1"))
+
+
+def test_non_finite_loss_skips_update_then_aborts(tmp_path, monkeypatch):
+    from spark_vl.trainer import loop
+
+    real = loop.Trainer.micro_loss
+    calls = {"n": 0}
+
+    def nan_on_first_step(self, batch, *args):
+        loss = real(self, batch, *args)
+        calls["n"] += 1
+        return loss * float("nan") if self.state.step == 0 else loss
+
+    monkeypatch.setattr(loop.Trainer, "micro_loss", nan_on_first_step)
+    run = train(fast_config(tmp_path / "one", "trainer.rollout_steps=2"))
+    assert read_metrics(run)[1]["actor/skipped_updates"] == 1.0
+    assert "actor/skipped_updates" not in read_metrics(run)[2]
+
+    monkeypatch.setattr(loop.Trainer, "micro_loss", lambda self, batch, *a: real(self, batch, *a) * float("nan"))
+    with pytest.raises(TrainingAborted, match="non-finite loss in 3 consecutive steps"):
+        train(fast_config(tmp_path / "always", "trainer.rollout_steps=5"))
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "mixed"])
+def test_spark_schedules_run_and_resume_keeps_queue(tmp_path, schedule, monkeypatch):
+    from spark_vl.trainer import loop
+
+    from ._train_utils import ScriptedEngine
+
+    monkeypatch.setattr(loop, "make_engine", ScriptedEngine)
+    overrides = ["spark.enabled=true", f"spark.schedule={schedule}", "spark.judgment_cap=4",
+                 "spark.reflection_cap=4", "spark.mixed_share=0.5", "trainer.save_every=1", "trainer.keep_last=3"]
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=3", *overrides))
+    metrics = read_metrics(run)
+    assert all(math.isfinite(m["loss/policy"]) for m in metrics[1:])
+    built = ("pointwise", "pairwise", "reflect_cot", "reflect_answer")
+    assert all(sum(m[f"spark/recycle/{k}"] for k in built) > 0 for m in metrics[1:])
+    assert all(m["spark/recycle/pointwise"] + m["spark/recycle/pairwise"] <= 4 for m in metrics[1:])
+    if schedule == "alternate":
+        assert all("aux/reward/mean" in m for m in metrics[1:]), "no auxiliary phase ran"
+        assert any(k.startswith("spark/judge/") for k in metrics[-1])
+    step2 = [c for c in list_checkpoints(run) if c.name.endswith("000002")][0]
+    saved = torch.load(step2 / "trainer_state_rank0.pt", weights_only=False)
+    queue = saved["state"].algorithm["spark"]["queue"]
+    resumed = train(fast_config(tmp_path / "resumed", "trainer.rollout_steps=3", *overrides), resume=str(step2))
+    a, b = read_metrics(run)[-1], read_metrics(resumed)[-1]
+    assert queue is not None
+    for k in a:
+        if not k.startswith("time/"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7, nan_ok=True), k
