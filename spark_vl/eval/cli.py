@@ -70,6 +70,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--both-orders", action="store_true", default=None,
                    help="reward benchmarks: also judge the flipped order (position consistency)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--backend", default="hf", help="rollout engine: hf (now) or vllm (when it lands)")
+    p.add_argument("--llm-judge", metavar="MODULE:ATTR", help="an optional LLM answer judge (spark_vl.eval.judge)")
     p.add_argument("--config", help="YAML preset whose model and eval sections give the defaults")
     p.add_argument("--score-only", metavar="FILE|DIR", help="re-score saved items (no model needed)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
@@ -159,7 +161,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         loaded[bench.name] = lb
     model_id = args.model_name or model_cfg.path
     out = Path(args.out or Path("runs/eval") / _safe_name(model_id))
-    engine = _engine(model_cfg, args.device, ev.batch_size, out)
+    engine = _engine(model_cfg, args.device, ev.batch_size, out, args.backend)
     from spark_vl.eval.cache import GenerationCache
     from spark_vl.eval.report import write_report
     from spark_vl.eval.runner import evaluate
@@ -170,7 +172,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         max_new_tokens=ev.max_new_tokens if ev.max_new_tokens != protocol.max_new_tokens else None,
         cache=cache, self_reflect=ev.self_reflect, max_rounds=ev.max_rounds, judge_input=ev.judge_input,
         best_of_n=ev.best_of_n, best_of_n_temperature=ev.best_of_n_temperature,
-        reward_both_orders=ev.reward_both_orders, progress=args.progress,
+        reward_both_orders=ev.reward_both_orders, llm_judge=_llm_judge(args.llm_judge), progress=args.progress,
     )
     paths = write_report(result, out, chart=not args.no_chart)
     print(paths["table"].read_text())
@@ -184,7 +186,24 @@ def _safe_name(model_id: str) -> str:
     return slug(model_id.rstrip("/").split("/")[-1] if "/" in model_id else model_id)
 
 
-def _engine(model_cfg, device: str, batch_size: int, out: Path):
+def _llm_judge(spec: str | None):
+    """`package.module:attr` -> the judge object (a class is instantiated without arguments)."""
+    if not spec:
+        return None
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    try:
+        value = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise UsageError(f"--llm-judge {spec}: cannot import ({err})") from None
+    judge = value() if isinstance(value, type) else value
+    if not callable(judge) or not getattr(judge, "name", None):
+        raise UsageError(f"--llm-judge {spec}: needs a callable with a `name` (see spark_vl/eval/judge.py)")
+    return judge
+
+
+def _engine(model_cfg, device: str, batch_size: int, out: Path, backend: str = "hf"):
     import torch
 
     from spark_vl.models import load_model
@@ -194,7 +213,10 @@ def _engine(model_cfg, device: str, batch_size: int, out: Path):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model_cfg.path = _resolve_model(model_cfg.path, out)
     model, processor = load_model(model_cfg, device)
-    return make_engine("hf", model, processor, generation_batch_size=batch_size)
+    try:
+        return make_engine(backend, model, processor, generation_batch_size=batch_size)
+    except (NotImplementedError, ValueError) as err:
+        raise UsageError(str(err)) from None
 
 
 def _resolve_model(spec: str, out: Path) -> str:
@@ -235,7 +257,7 @@ def _score_only(args, ev, protocol, benches, data, splits) -> int:
         keep = {b.name for b in benches}
         records = [r for r in records if r.benchmark in keep]
     model_id = args.model_name or _model_of(source) or "predictions"
-    result = rescore(records, protocol, model_id=model_id, skipped=skipped)
+    result = rescore(records, protocol, model_id=model_id, skipped=skipped, llm_judge=_llm_judge(args.llm_judge))
     default_out = source.parent / f"{source.stem}-rescored" if source.is_file() else source / "rescored"
     out = Path(args.out or default_out)
     paths = write_report(result, out, chart=not args.no_chart)

@@ -27,9 +27,10 @@ from spark_vl.data.images import ImageError, load_image
 from spark_vl.data.prompts import build_messages
 from spark_vl.eval.benchmarks import BENCHMARKS, Benchmark, LoadedBenchmark, generic_benchmark, get_benchmark
 from spark_vl.eval.cache import CacheEntry, GenerationCache, item_key
+from spark_vl.eval.judge import LLMJudge, with_judge
 from spark_vl.eval.protocols import EvalProtocol, get_protocol
 from spark_vl.eval.records import BenchmarkResult, EvalResult, ItemRecord, sample_from_json, sample_to_json
-from spark_vl.eval.scoring import extract
+from spark_vl.eval.scoring import Score, extract
 from spark_vl.types import Prompt, Sample, SamplingParams
 
 logger = logging.getLogger("spark_vl.eval")
@@ -239,7 +240,8 @@ def _default_judge_fn():
 
 
 def score_entry(bench: Benchmark, sample: Sample, protocol: EvalProtocol, mode: str, prompt_text: str,
-                outcome: Outcome, sample_json: dict[str, Any] | None = None) -> ItemRecord:
+                outcome: Outcome, sample_json: dict[str, Any] | None = None,
+                llm_judge: LLMJudge | None = None) -> ItemRecord:
     """The record of one item from its generation outcome (best-of-N picks the top judge score)."""
     base = dict(benchmark=bench.name, uid=sample.uid, mode=mode, protocol=protocol.name, prompt=prompt_text,
                 sample=sample_json if sample_json is not None else sample_to_json(sample))
@@ -255,9 +257,18 @@ def score_entry(bench: Benchmark, sample: Sample, protocol: EvalProtocol, mode: 
         extra["candidates"] = list(entry.texts)
         extra["candidates_correct"] = [bench.score(sample, t, protocol).correct for t in entry.texts]
         extra["pick"] = pick
+    rounds = extra.get("rounds")
+    if isinstance(rounds, list) and rounds and isinstance(rounds[0], dict):
+        # Self-reflection: was the first answer right? (fix / break rates of the loop)
+        extra["first_correct"] = bench.score(sample, rounds[0].get("response"), protocol).correct
     response = entry.texts[pick] if entry.texts else None
     s = bench.score(sample, response, protocol)
     extra.update(s.extra)
+    if llm_judge is not None and response:
+        verdict = llm_judge(sample, response, s.extracted)
+        if verdict is not None:
+            extra["rule_correct"] = s.correct
+            s = Score(bool(verdict), s.extracted, "ok", f"llm_judge:{llm_judge.name}", s.extra)
     finish = (entry.finish_reasons[pick] or None) if len(entry.finish_reasons) > pick else None
     if entry.num_tokens:
         extra["num_tokens"] = entry.num_tokens[pick]
@@ -273,13 +284,32 @@ def _mode_metrics(records: list[ItemRecord], mode: str) -> dict[str, Any]:
     if cands:
         out["pass_at_n"] = sum(any(c) for c in cands) / len(records)
         out["mean_candidate_accuracy"] = sum(sum(c) / len(c) for c in cands) / len(records)
-    rounds = [len(r.extra["rounds"]) for r in records if isinstance(r.extra.get("rounds"), list)]
-    if rounds:
-        out["mean_rounds"] = sum(rounds) / len(rounds)
+    traces = [r for r in records if isinstance(r.extra.get("rounds"), list) and r.extra["rounds"]]
+    if traces:
+        out.update(_reflection_metrics(traces))
     lengths = [r.extra["num_tokens"] for r in records if isinstance(r.extra.get("num_tokens"), int)]
     if lengths:
         out["mean_response_tokens"] = sum(lengths) / len(lengths)
         out["truncated"] = sum(r.finish_reason == "length" for r in records)
+    return out
+
+
+def _reflection_metrics(records: list[ItemRecord]) -> dict[str, Any]:
+    """Self-reflection diagnostics: rounds, acceptance per judged round, and how often the loop fixes a wrong
+    first answer or breaks a right one (the base-model collapse of spark_method.md 8.6 shows up as breaks)."""
+    n = len(records)
+    out: dict[str, Any] = {"mean_rounds": sum(len(r.extra["rounds"]) for r in records) / n}
+    judged: dict[int, list[bool]] = {}
+    for r in records:
+        for i, rnd in enumerate(r.extra["rounds"]):
+            if isinstance(rnd, dict) and rnd.get("judged"):
+                judged.setdefault(i + 1, []).append(rnd.get("verdict") == "Yes")
+    out["accept_rate_by_round"] = {str(k): sum(v) / len(v) for k, v in sorted(judged.items())}
+    firsts = [(r.extra["first_correct"], r.correct) for r in records if "first_correct" in r.extra]
+    if firsts:
+        out["first_answer_accuracy"] = sum(f for f, _ in firsts) / len(firsts)
+        out["fixed"] = sum(not f and c for f, c in firsts)
+        out["broken"] = sum(f and not c for f, c in firsts)
     return out
 
 
@@ -317,6 +347,7 @@ def evaluate(
     reward_both_orders: bool = False,
     reflect_fn: Callable | None = None,
     judge_fn: Callable | None = None,
+    llm_judge: LLMJudge | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """Evaluate `engine` on each benchmark's samples; no files are needed (pass `cache` to resume from disk).
@@ -324,7 +355,8 @@ def evaluate(
     `samples_by_benchmark` maps a benchmark name to its Samples (a name not in BENCHMARKS is scored as a
     generic dataset: verifier accuracy by category/source) or to a `LoadedBenchmark` from `load_benchmark`.
     """
-    proto = get_protocol(protocol, max_new_tokens=max_new_tokens)
+    generation = get_protocol(protocol, max_new_tokens=max_new_tokens)
+    proto = with_judge(generation, llm_judge)  # a judge changes the scores, not what is generated or cached
     gen = Generator(engine, cache, batch_size, progress)
     result = EvalResult(model=model_id, protocol=proto.summary())
     greedy = proto.sampling()
@@ -349,20 +381,21 @@ def evaluate(
             modes.append((f"best_of_{best_of_n}", requests(sampled, best_of_n, f"best_of_n:{judge_input}"),
                           _best_of_n(engine, sampled, best_of_n, fn, judge_input, proto)))
         for mode, reqs, produce in modes:
-            outcomes = gen.run(reqs, (proto.name, bench.name, mode), produce)
-            records = [score_entry(bench, r.sample, proto, mode, texts[r.sample.uid], outcomes[r.sample.uid])
-                       for r in reqs]
+            outcomes = gen.run(reqs, (generation.name, bench.name, mode), produce)
+            judge = llm_judge if bench.group != "reward" else None
+            records = [score_entry(bench, r.sample, proto, mode, texts[r.sample.uid], outcomes[r.sample.uid],
+                                   llm_judge=judge) for r in reqs]
             result.results.append(aggregate(bench, records, proto, mode, skipped))
     result.generated = gen.generated
     return result
 
 
 def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", model_id: str = "model",
-            skipped: dict[str, list] | None = None) -> EvalResult:
+            skipped: dict[str, list] | None = None, llm_judge: LLMJudge | None = None) -> EvalResult:
     """Score saved records again (no model, no dataset): the `--score-only` path.
 
     `skipped` (benchmark -> rows the loader could not read) is carried into the metrics when known."""
-    proto = get_protocol(protocol)
+    proto = with_judge(get_protocol(protocol), llm_judge)
     result = EvalResult(model=model_id, protocol=proto.summary())
     groups: dict[tuple[str, str], list[ItemRecord]] = {}
     for r in records:
@@ -379,6 +412,7 @@ def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", m
             extra = {k: v for k, v in r.extra.items() if k in ("rounds", "judge_scores", "num_tokens")}
             texts = r.extra.get("candidates") or [r.response or ""]
             entry = CacheEntry(r.uid, r.uid, list(texts), [r.finish_reason or ""] * len(texts), [], extra)
-            rescored.append(score_entry(bench, sample, proto, mode, r.prompt, Outcome(entry), r.sample))
+            judge = llm_judge if bench.group != "reward" else None
+            rescored.append(score_entry(bench, sample, proto, mode, r.prompt, Outcome(entry), r.sample, judge))
         result.results.append(aggregate(bench, rescored, proto, mode, (skipped or {}).get(name)))
     return result

@@ -1,4 +1,4 @@
-"""MMK12 and prepared datasets: verifier accuracy with a per-subject / per-category breakdown."""
+"""MMK12, SPARK's merged file and prepared datasets: verifier accuracy with per-subject / per-dataset breakdowns."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ def test_prepared_dataset_is_a_benchmark(tmp_path):
     m = json.loads((out / "metrics.json").read_text())["benchmarks"][f"prepared:{path}"]["greedy"]
     assert m["accuracy"] == 0.5 and m["generation_errors"] == 1
     assert m["by_category"] == {"color": {"accuracy": 0.0, "n": 1}, "count": {"accuracy": 1.0, "n": 1}}
+
+
+def test_spark_merged_file_mean_of_datasets(tmp_path):
+    (tmp_path / "a.png").write_bytes(png())
+    records = [{"dataset": "MathVista", "problem": "Q1", "answer": "1", "image_path": "a.png"},
+               {"dataset": "MathVista", "problem": "Q2", "answer": "2", "image_path": "a.png"},
+               {"dataset": "MMK12", "problem": "Q3", "answer": "3", "image_path": "a.png"}]
+    path = tmp_path / "benchmark_combine.json"
+    path.write_text(json.dumps(records))
+    preds = {"MathVista-0": "\\boxed{1}", "MathVista-1": "\\boxed{5}", "MMK12-2": "\\boxed{3}"}
+    m = score_only(tmp_path, "spark_merged", path, preds)
+    assert m["accuracy"] == pytest.approx(2 / 3)  # micro
+    assert m["mean_of_datasets"] == pytest.approx((0.5 + 1.0) / 2)  # SPARK's headline: unweighted over datasets

@@ -94,6 +94,7 @@ def test_bad_items_are_counted_not_fatal(tmp_path):
 class FakeRound:
     response: str
     answer: str | None
+    judged: bool = False
     verdict: str | None = None
 
 
@@ -116,7 +117,8 @@ def test_self_reflect_and_best_of_n_are_separate_rows(tmp_path):
         traces = []
         for p in prompts:  # first answer wrong, the reflection fixes it for q0 and q1 only
             fixed = p.uid in ("q0", "q1")
-            rounds = [FakeRound("\\boxed{0}", "0", "No"), FakeRound(f"\\boxed{{{p.sample.answer if fixed else 0}}}", "")]
+            rounds = [FakeRound("\\boxed{0}", "0", True, "No"),
+                      FakeRound(f"\\boxed{{{p.sample.answer if fixed else 0}}}", "")]
             traces.append(FakeTrace(p.uid, rounds))
         return traces
 
@@ -134,6 +136,8 @@ def test_self_reflect_and_best_of_n_are_separate_rows(tmp_path):
     assert result.get("val", "greedy").metrics["accuracy"] == 0.0  # candidate 0 of greedy has no box
     sr = result.get("val", "self_reflect").metrics
     assert sr["accuracy"] == 0.5 and sr["mean_rounds"] == 2.0
+    assert sr["accept_rate_by_round"] == {"1": 0.0}
+    assert (sr["first_answer_accuracy"], sr["fixed"], sr["broken"]) == (0.0, 2, 0)
     bon = result.get("val", "best_of_3")
     assert bon.metrics["accuracy"] == 1.0 and bon.metrics["pass_at_n"] == 1.0
     assert bon.metrics["mean_candidate_accuracy"] == pytest.approx(1 / 3)
@@ -145,7 +149,10 @@ def test_self_reflect_and_best_of_n_are_separate_rows(tmp_path):
 def test_spark_self_reflect_call_site(tmp_path):
     """The real spark_vl.spark.self_reflect runs through the same call site (fake engine: judge says Yes)."""
     pytest.importorskip("spark_vl.spark")
-    engine = FakeEngine(lambda text, k: "\\boxed{Yes}" if "Yes" in text or "correct" in text.lower() else _right(text, k))
+    def answer(text, k):
+        return "\\boxed{Yes}" if "Yes" in text or "correct" in text.lower() else _right(text, k)
+
+    engine = FakeEngine(answer)
     result = evaluate(engine, {"val": _samples(2)}, self_reflect=True)
     sr = result.get("val", "self_reflect")
     assert sr.metrics["accuracy"] == 1.0
@@ -157,3 +164,21 @@ def test_trainer_hook_without_files():
     flat = result.flat_metrics()
     assert flat["eval/val/accuracy"] == 1.0 and flat["eval/val/num_items"] == 3.0
     assert result.get("val").metrics["by_category"] == {"add": {"accuracy": 1.0, "n": 3}}
+
+
+def test_llm_judge_hook_renames_protocol_and_keeps_cache(tmp_path):
+    class Lenient:
+        name = "lenient"
+
+        def __call__(self, sample, response, extracted):
+            return True if extracted is None else None  # only decides items the rules could not read
+
+    samples = _samples(2)
+    plain = evaluate(FakeEngine(lambda text, k: "no box"), {"val": samples}, cache=GenerationCache(tmp_path, "m"))
+    assert plain.get("val").metrics["accuracy"] == 0.0
+    engine = FakeEngine(_right)
+    result = evaluate(engine, {"val": samples}, cache=GenerationCache(tmp_path, "m"), llm_judge=Lenient())
+    assert engine.generated == 0  # the same generations, served from the cache
+    assert result.protocol["name"] == "spark+judge:lenient"
+    record = result.get("val").records[0]
+    assert record.correct and record.decided_by == "llm_judge:lenient" and record.extra["rule_correct"] is False

@@ -22,6 +22,7 @@ from spark_vl.eval.benchmarks.math import (
     MMK12,
 )
 from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
+from spark_vl.eval.benchmarks.spark_merged import SPARK_MERGED
 from spark_vl.eval.benchmarks.wemath import WEMATH
 
 # SPARK's Table 1 order (MVista, MVision, WeMath, MVerse, Dyna, Logic, MMK12 | reward), then Table 4's general ones.
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         DYNAMATH,
         LOGICVISTA,
         MMK12,
+        SPARK_MERGED,
         VL_REWARDBENCH,
         MM_REWARDBENCH,
         MMMU,
