@@ -25,7 +25,7 @@ from typing import Any
 
 from spark_vl.data.images import ImageError, load_image
 from spark_vl.data.prompts import build_messages
-from spark_vl.eval.benchmarks import BENCHMARKS, Benchmark, LoadedBenchmark, generic_benchmark, get_benchmark
+from spark_vl.eval.benchmarks import Benchmark, LoadedBenchmark, benchmark_for
 from spark_vl.eval.cache import CacheEntry, GenerationCache, item_key
 from spark_vl.eval.judge import LLMJudge, with_judge
 from spark_vl.eval.protocols import EvalProtocol, get_protocol
@@ -61,9 +61,7 @@ class Outcome:
 def _resolve(name: str, value: list[Sample] | LoadedBenchmark) -> tuple[Benchmark, list[Sample], Path | None, list]:
     if isinstance(value, LoadedBenchmark):
         return value.benchmark, value.samples, value.root, value.skipped
-    key = name.lower()
-    bench = BENCHMARKS.get(key) or (get_benchmark(name) if name.startswith("prepared:") else generic_benchmark(name))
-    return bench, list(value), None, []
+    return benchmark_for(name), list(value), None, []
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -401,7 +399,7 @@ def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", m
     for r in records:
         groups.setdefault((r.benchmark, r.mode), []).append(r)
     for (name, mode), items in groups.items():
-        bench = BENCHMARKS.get(name) or generic_benchmark(name)
+        bench = benchmark_for(name)
         rescored = []
         for r in items:
             sample = sample_from_json(r.sample)

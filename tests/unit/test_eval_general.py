@@ -76,3 +76,20 @@ def test_mmstar_by_hand(tmp_path, mmstar):
     assert spark["accuracy"] == pytest.approx(2 / 4)
     assert spark["by_category"]["math"]["accuracy"] == 1.0
     assert score_only(tmp_path, "mmstar", mmstar, preds, "official")["accuracy"] == pytest.approx(3 / 4)
+
+
+def test_mmstar_from_a_datasets_folder(tmp_path):
+    """A `save_to_disk` DatasetDict with a real Image feature reads the same as parquet (images stay undecoded)."""
+    datasets = pytest.importorskip("datasets")
+    from tests.unit._eval_fixtures import png
+
+    features = datasets.Features({"index": datasets.Value("int64"), "question": datasets.Value("string"),
+                                  "image": datasets.Image(), "answer": datasets.Value("string"),
+                                  "category": datasets.Value("string"), "l2_category": datasets.Value("string")})
+    rows = [{"index": i, "question": f"Q{i}? A: x B: y", "image": {"bytes": png(), "path": None}, "answer": "A",
+             "category": "math", "l2_category": "algebra"} for i in range(3)]
+    ds = datasets.DatasetDict({"val": datasets.Dataset.from_list(rows, features=features)})
+    ds.save_to_disk(str(tmp_path / "mmstar"))
+    lb = load_benchmark(get_benchmark("mmstar"), str(tmp_path / "mmstar"))
+    assert [s.uid for s in lb.samples] == ["0", "1", "2"]
+    assert isinstance(lb.samples[0].images[0], dict) and lb.samples[0].images[0]["bytes"]

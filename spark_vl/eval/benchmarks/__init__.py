@@ -77,13 +77,24 @@ def generic_benchmark(name: str, label: str | None = None) -> Benchmark:
     )
 
 
+def benchmark_for(name: str) -> Benchmark:
+    """The adapter for a name used as a key of already-loaded samples: a known name or alias, a prepared
+    dataset, else a generic adapter (e.g. the trainer's "val"). Never imports or touches the filesystem."""
+    key = ALIASES.get(name.lower(), name.lower())
+    if key in BENCHMARKS:
+        return BENCHMARKS[key]
+    if name.startswith(PREPARED_PREFIX):
+        path = name.removeprefix(PREPARED_PREFIX)
+        return generic_benchmark(name, label=Path(path.split("@")[0]).name or path)
+    return generic_benchmark(name)
+
+
 def get_benchmark(name: str) -> Benchmark:
     key = ALIASES.get(name.lower(), name.lower())
     if key in BENCHMARKS:
         return BENCHMARKS[key]
     if name.startswith(PREPARED_PREFIX) or Path(name).exists():
-        path = name.removeprefix(PREPARED_PREFIX)
-        return generic_benchmark(PREPARED_PREFIX + path, label=Path(path.split("@")[0]).name or path)
+        return benchmark_for(PREPARED_PREFIX + name.removeprefix(PREPARED_PREFIX))
     if ":" in name and not name.startswith(PREPARED_PREFIX):
         module, _, attr = name.partition(":")
         try:
@@ -107,6 +118,7 @@ __all__ = [
     "RowError",
     "UnknownBenchmarkError",
     "accuracy_metrics",
+    "benchmark_for",
     "generic_benchmark",
     "get_benchmark",
 ]
