@@ -83,11 +83,18 @@ def compare(loaded, pred: str, gold: str) -> dict:
     }
 
 
+def _protocol_stream():
+    """Keep the real stdout for replies and send anything a library prints to stderr instead."""
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="ascii")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return out
+
+
 def main() -> None:
+    out = _protocol_stream()
     _limit_memory()
     sys.setrecursionlimit(3000)
     loaded = _load()
-    out = sys.stdout
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
     for line in sys.stdin:

@@ -29,13 +29,15 @@ logger = logging.getLogger(__name__)
 
 WORKER_SCRIPT = Path(__file__).with_name("_symbolic_worker.py")
 STARTUP_TIMEOUT_S = 60.0  # importing sympy on a loaded machine; only waited for once per worker start
+MAX_START_FAILURES = 3
 
 
 class SymbolicWorker:
     """A handle on one worker process. `compare` never raises and never waits longer than its limit."""
 
-    def __init__(self, startup_timeout_s: float = STARTUP_TIMEOUT_S):
+    def __init__(self, startup_timeout_s: float = STARTUP_TIMEOUT_S, script: Path = WORKER_SCRIPT):
         self.startup_timeout_s = startup_timeout_s
+        self.script = script
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._ready = False
@@ -44,12 +46,13 @@ class SymbolicWorker:
         self._owner_pid = os.getpid()
         self.timeouts = 0  # comparisons that hit the limit (the worker was killed)
         self.restarts = 0
+        self.start_failures = 0  # consecutive failed starts; at MAX_START_FAILURES the layer switches off
 
     # -- process management ------------------------------------------------------------------------------------
 
     def _spawn(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-u", str(WORKER_SCRIPT)],
+            [sys.executable, "-u", str(self.script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -97,6 +100,26 @@ class SymbolicWorker:
             self._proc, self._ready, self._buffer = None, False, b""
             self._owner_pid = os.getpid()
 
+    @property
+    def disabled(self) -> bool:
+        """True after MAX_START_FAILURES failed starts in a row (e.g. math-verify is not installed)."""
+        return self.start_failures >= MAX_START_FAILURES
+
+    def _start_failed(self) -> None:
+        code = self._proc.poll() if self._proc is not None else None
+        self._kill()
+        self.start_failures += 1
+        if self.disabled:
+            logger.error(
+                "symbolic verifier worker failed to start %d times (last exit code %s); the symbolic layer is off "
+                "and such comparisons score False. Check that math-verify imports: python %s",
+                self.start_failures,
+                code,
+                self.script,
+            )
+        else:
+            logger.warning("symbolic verifier worker failed to start (exit code %s); will retry", code)
+
     # -- I/O ---------------------------------------------------------------------------------------------------
 
     def _read_line(self, deadline: float) -> bytes | None:
@@ -118,23 +141,29 @@ class SymbolicWorker:
         return line
 
     def _wait_ready(self) -> bool:
-        line = self._read_line(time.monotonic() + self.startup_timeout_s)
-        self._ready = line is not None and b'"ready"' in line
-        return self._ready
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self._ready:
+            line = self._read_line(deadline)
+            if line is None:
+                return False
+            self._ready = b'"ready"' in line
+        return True
 
     def compare(self, pred: str, gold: str, timeout_s: float) -> dict | None:
         """Ask the worker to compare; None when it timed out, crashed or could not start."""
         with self._lock:
             self._check_fork()
+            if self.disabled:
+                return None
             try:
                 if not self._alive():
                     self.restarts += self._proc is not None
                     self._kill()
                     self._spawn()
                 if not self._ready and not self._wait_ready():
-                    logger.warning("symbolic verifier worker did not start within %.0f s", self.startup_timeout_s)
-                    self._kill()
+                    self._start_failed()
                     return None
+                self.start_failures = 0
                 request_id = next(self._ids)
                 payload = json.dumps({"id": request_id, "pred": pred, "gold": gold}) + "\n"
                 assert self._proc is not None and self._proc.stdin is not None
@@ -148,8 +177,11 @@ class SymbolicWorker:
                         self._kill()
                         self._spawn()  # warm up the replacement while the caller moves on
                         return None
-                    reply = json.loads(line)
-                    if reply.get("id") == request_id:
+                    try:
+                        reply = json.loads(line)
+                    except ValueError:
+                        continue  # not ours (stray output): keep reading until the deadline
+                    if isinstance(reply, dict) and reply.get("id") == request_id:
                         return reply
             except (OSError, ValueError) as err:  # broken pipe, bad JSON: treat as a failed comparison
                 logger.debug("symbolic worker failed: %s", err)

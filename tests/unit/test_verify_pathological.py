@@ -222,3 +222,19 @@ def test_score_batch_pool_persists_and_matches_in_process():
 def test_score_batch_rejects_length_mismatch():
     with pytest.raises(ValueError, match="2 responses but 1 samples"):
         score_batch(["a", "b"], [Sample(uid="x", problem="", answer="1")], RewardConfig())
+
+
+def test_worker_that_cannot_start_switches_the_symbolic_layer_off(tmp_path, caplog):
+    """E.g. math-verify missing: a few quick failures, one error, then no more start attempts."""
+    from spark_vl.rewards.symbolic import MAX_START_FAILURES, SymbolicWorker
+
+    broken = tmp_path / "broken_worker.py"
+    broken.write_text("import sys\nprint('noise')\nsys.exit(3)\n")
+    handle = SymbolicWorker(startup_timeout_s=10.0, script=broken)
+    with caplog.at_level(logging.WARNING, logger="spark_vl.rewards.symbolic"):
+        for _ in range(MAX_START_FAILURES):
+            assert handle.compare("1", "1", 1.0) is None
+        assert handle.disabled
+        reply, seconds = _timed(handle.compare, "1", "1", 1.0)
+    assert reply is None and seconds < 0.01
+    assert sum(r.levelno == logging.ERROR for r in caplog.records) == 1
