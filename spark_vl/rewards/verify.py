@@ -235,6 +235,9 @@ def _check(
         if isinstance(decided, Check):
             return decided
         gold = decided
+        if infer_answer_type(gold, None) == "text":
+            # Option text that is a word ("triangle") is compared as text; math-verify would only fail to parse it.
+            return _check_text(pred, gold)
     if not latex_well_formed(gold):
         return Check(False, "input", f"gold {gold[:200]!r} is malformed LaTeX (unbalanced braces or environments)")
     if kind == "text":
