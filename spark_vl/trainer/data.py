@@ -22,21 +22,24 @@ SYNTHETIC = "builtin:synthetic"
 MAX_WARNINGS = 20
 
 
-def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None) -> tuple[list[Sample], Path | None]:
+Loaded = tuple[list[Sample], Path | None, list[tuple[str, str]]]  # rows, image root, (row id, reason) skipped
+
+
+def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None) -> Loaded:
     """Rows of one data spec: builtin:synthetic or anything `spark_vl.data.io.load_samples` reads."""
     d = cfg.data
     if spec == SYNTHETIC:
         from spark_vl.data.synthetic import synthetic_samples
 
         n = d.synthetic_size if size is None else size
-        return synthetic_samples(n, d.seed, start, d.synthetic_tasks, d.synthetic_image_size), None
+        return synthetic_samples(n, d.seed, start, d.synthetic_tasks, d.synthetic_image_size), None, []
     from spark_vl.data.io import load_samples
 
     result = load_samples(spec)
     if result.skipped:
         log.warning("%s: %d malformed rows skipped while loading (first: %s)", spec, len(result.skipped),
                     result.skipped[0])
-    return result.samples, result.root
+    return result.samples, result.root, [(f"{spec}:{row}", reason) for row, reason in result.skipped]
 
 
 class PromptBuilder:
@@ -62,27 +65,33 @@ class PromptBuilder:
             if prompt is not None and prompt_length(prompt, self.processor) > self.cfg.data.max_prompt_length:
                 reason, prompt = "prompt_too_long", None
         if reason is not None:
-            key = reason.split(" ")[0]
-            self.skipped[key] += 1
-            if len(self.examples) < 100:
-                self.examples.append((sample.uid, reason))
-            if sum(self.skipped.values()) <= MAX_WARNINGS:
-                log.warning("skipping row %s: %s", sample.uid, reason)
+            self.count(sample.uid, reason.split(" ")[0], reason)
         return prompt
+
+    def count(self, row: str, key: str, reason: str) -> None:
+        self.skipped[key] += 1
+        if len(self.examples) < 100:
+            self.examples.append((row, reason))
+        if sum(self.skipped.values()) <= MAX_WARNINGS:
+            log.warning("skipping row %s: %s", row, reason)
 
 
 class PromptSource:
     def __init__(self, cfg: Config, processor):
         self.cfg = cfg
-        self.sources = [load_source(spec, cfg) for spec in cfg.data.train]
-        for spec, (rows, _) in zip(cfg.data.train, self.sources):
+        self.build = PromptBuilder(cfg, processor)
+        self.sources = []
+        for spec in cfg.data.train:
+            rows, root, skipped = load_source(spec, cfg)
             if not rows:
                 raise ValueError(f"data.train entry {spec!r} has no usable rows")
+            self.sources.append((rows, root))
+            for row, reason in skipped:
+                self.build.count(row, "malformed_row", reason)
         self.sampler = MixtureSampler([len(rows) for rows, _ in self.sources], cfg.data.train_weights or None,
                                       cfg.data.seed, cfg.data.shuffle)
         self.experts = [(i, j) for i, (rows, _) in enumerate(self.sources) for j, s in enumerate(rows) if s.solution]
         self.expert_sampler = MixtureSampler([len(self.experts)], seed=cfg.data.seed + 1) if self.experts else None
-        self.build = PromptBuilder(cfg, processor)
 
     @property
     def skipped(self) -> Counter:
@@ -140,7 +149,7 @@ def held_out_prompts(cfg: Config, processor) -> list[Prompt]:
     """The held-out evaluation prompts: data.val, or synthetic rows past the training range."""
     build = PromptBuilder(cfg, processor)
     if cfg.data.val:
-        rows = [(s, root) for spec in cfg.data.val for s, root in _with_root(load_source(spec, cfg))]
+        rows = [pair for spec in cfg.data.val for pair in _with_root(load_source(spec, cfg))]
     elif SYNTHETIC in cfg.data.train:
         rows = _with_root(load_source(SYNTHETIC, cfg, start=cfg.data.synthetic_size, size=cfg.data.val_size))
     else:
@@ -149,6 +158,6 @@ def held_out_prompts(cfg: Config, processor) -> list[Prompt]:
     return prompts
 
 
-def _with_root(loaded: tuple[list[Sample], Path | None]) -> list[tuple[Sample, Path | None]]:
-    rows, root = loaded
+def _with_root(loaded: Loaded) -> list[tuple[Sample, Path | None]]:
+    rows, root, _ = loaded
     return [(s, root) for s in rows]

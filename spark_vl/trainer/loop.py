@@ -426,7 +426,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     progress.close()
     if dist.is_main:
         write_report(cfg, run_dir, logger.history(), plan, time.perf_counter() - start_time, source.skipped,
-                     state, spark.summary() if spark is not None else None)
+                     state, spark.summary() if spark is not None else None, source.build.examples)
     logger.close()
     return run_dir
 

@@ -20,7 +20,8 @@ def _fmt(v) -> str:
 
 
 def write_report(cfg: Config, run_dir: Path, history: list[dict], plan: Derived, seconds: float,
-                 skipped: Counter, state, spark_summary: str | None = None) -> Path:
+                 skipped: Counter, state, spark_summary: str | None = None,
+                 skipped_examples: list[tuple[str, str]] | None = None) -> Path:
     run_dir = Path(run_dir)
     plot = plot_curves(history, run_dir / "curves.png")
     evals = [h for h in history if "eval/accuracy" in h]
@@ -57,6 +58,9 @@ def write_report(cfg: Config, run_dir: Path, history: list[dict], plan: Derived,
         ]
     lines += ["## Final step metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(last[k])} |" for k in KEY_METRICS if k in last]
+    if skipped_examples:
+        lines += ["", "## Skipped rows (first 20)", "", "| row | reason |", "|---|---|"]
+        lines += [f"| {row} | {reason} |" for row, reason in skipped_examples[:20]]
     if spark_summary:
         lines += ["", "## SPARK", "", spark_summary]
     ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
