@@ -1,9 +1,10 @@
 """Per-token log-probs (and entropy) of VLM inputs without materialising [B, T, V] logits.
 
-The model's trunk gives hidden states [B, T, H]; the LM head is applied to `chunk_size` positions at a
+The model's trunk gives hidden states [B, T, H]; the LM head is applied to a chunk of positions at a
 time and each chunk is wrapped in activation checkpointing, so forward *and* backward hold one
 [B, chunk, V] block of logits at a time (vocabulary 151,646 x 4,096 positions would otherwise be
-~2.5 GB per sequence in fp32). log p(y) = logit_y - logsumexp(logits); entropy = logsumexp - sum p * logit.
+~2.5 GB per sequence in fp32). The chunk length is chosen so a block holds at most `max_chunk_elements`
+logits (default 2^25: 128 MB in fp32). log p(y) = logit_y - logsumexp(logits); entropy = logsumexp - sum p * logit.
 """
 
 from __future__ import annotations
@@ -28,14 +29,29 @@ def _chunk_logprobs(
     return logp, entropy
 
 
+MAX_CHUNK_ELEMENTS = 2**25
+
+
+def chunk_length(batch: int, vocab: int, max_chunk_elements: int = MAX_CHUNK_ELEMENTS) -> int:
+    """Positions per chunk so that one [batch, chunk, vocab] block stays under the element budget."""
+    return max(1, max_chunk_elements // max(1, batch * vocab))
+
+
 def chunked_logprobs(
     hidden_BTH: torch.Tensor,
     head: Callable[[torch.Tensor], torch.Tensor],
     targets_BT: torch.Tensor,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     temperature: float = 1.0,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(targets) [B, T] and entropy [B, T] from hidden states, `chunk_size` positions at a time."""
+    """log p(targets) [B, T] and entropy [B, T] from hidden states, one chunk of positions at a time.
+
+    `chunk_size` None = sized from the vocabulary (`vocab_size`, or the head's out_features) by the budget.
+    """
+    if chunk_size is None:
+        vocab = vocab_size or getattr(head, "out_features", None) or 151_936
+        chunk_size = chunk_length(hidden_BTH.shape[0], vocab)
     logps, entropies = [], []
     use_ckpt = torch.is_grad_enabled() and hidden_BTH.requires_grad
     for start in range(0, hidden_BTH.shape[1], chunk_size):
@@ -55,7 +71,7 @@ def naive_logprobs(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.
     return torch.log_softmax(logits_BTV.float(), dim=-1).gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
 
 
-def sequence_logprobs(model, batch, chunk_size: int = 1024, temperature: float = 1.0):
+def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: float = 1.0):
     """log p and entropy [B, T-1] of input_ids[:, 1:] given the prefix, for a Qwen-VL model and a TrainBatch.
 
     Calls the trunk (`model.model`) and then the LM head module per chunk, so ZeRO-3's parameter hooks
