@@ -122,6 +122,13 @@ class SparkConfig:
     max_age: int = 4  # auxiliary prompts older than this many policy steps are dropped
     samples_per_prompt: int | None = None  # rollouts per auxiliary prompt; None = rollout.samples_per_prompt
     templates: str | None = None  # a folder of template files replacing spark_vl/templates/spark
+    # Ablations of the paper (docs/SPARK.md): GRPO reward-only = train_on_policy false + recycle_from initial;
+    # GRPO policy & reward without co-evolution = recycle_from initial.
+    train_on_policy: bool = True  # false: policy prompts are rolled out and recycled but not trained on
+    recycle_from: Literal["policy", "initial"] = "policy"  # initial: auxiliary data from the frozen initial model
+    # Warm start for models that never write a verdict (the tiny CPU demo): this many auxiliary prompts per
+    # alternate phase also get the supervised term (algorithm.sft_coef) on "\boxed{label}". Reference: 0.
+    aux_sft_prompts: int = 0
 
 
 @dataclass

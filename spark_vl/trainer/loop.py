@@ -240,19 +240,22 @@ class Trainer:
         return loss
 
     # -- one phase: the same code for policy prompts and SPARK's auxiliary prompts ------------------------------
-    def run_phase(self, prompts: list[Prompt], experts: list[Prompt], n: int, prefix: str, m: Means) -> list:
+    def run_phase(self, prompts: list[Prompt], experts: list[Prompt], n: int, prefix: str, m: Means,
+                  train: bool = True) -> list:
         t0 = time.perf_counter()
         groups = self.generate(prompts, n, self.sampling())
         t1 = time.perf_counter()
         self.reward(groups)
         t2 = time.perf_counter()
+        record_group_metrics(groups, prefix, m)
+        if not train:
+            return groups
         seqs = self.sequences(groups, experts)
         self.fill_logprobs(seqs, m)
         t3 = time.perf_counter()
         global_sequences = self.cfg.trainer.prompts_per_step * n
         self.update(seqs, max(1, global_sequences // self.cfg.trainer.sequences_per_optimizer_step), m)
         t4 = time.perf_counter()
-        record_group_metrics(groups, prefix, m)
         for name, seconds in (("rollout", t1 - t0), ("reward", t2 - t1), ("logprobs", t3 - t2), ("update", t4 - t3)):
             m.add(f"time/{prefix}{name}", seconds)
         return groups
@@ -269,6 +272,8 @@ class Trainer:
         for g in groups:
             r = g.rollouts[0]
             m.add("eval/accuracy", float(r.reward.correct))
+            if g.prompt.sample.category:
+                m.add(f"eval/accuracy/{g.prompt.sample.category}", float(r.reward.correct))
             m.add("eval/reward", r.reward.overall)
             m.add("eval/format", r.reward.parts.get("format", float("nan")))
             m.add("eval/length", len(r.token_ids))
@@ -395,7 +400,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         policy = source.next_prompts(policy_count - n_aux)
         experts = source.next_experts(cfg.algorithm.sft_prompts_per_step)
         mine = policy[dist.rank :: dist.world_size] + aux
-        groups = trainer.run_phase(mine, experts[dist.rank :: dist.world_size], n, "", m)
+        train_policy = spark is None or cfg.spark.train_on_policy
+        groups = trainer.run_phase(mine, experts[dist.rank :: dist.world_size], n, "", m, train=train_policy)
         if spark is not None:
             spark.after_policy_step(trainer, groups, step, m)
         state.bad_steps_in_a_row = state.bad_steps_in_a_row + 1 if trainer._bad_in_step else 0

@@ -13,11 +13,17 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from dataclasses import replace
 
 from spark_vl.config import Config
 from spark_vl.spark import AuxQueue, judge_metrics, recycle
 from spark_vl.trainer.engine import all_reduce_sum
 from spark_vl.types import Prompt, RolloutGroup
+
+
+def label_experts(prompts: list[Prompt], k: int) -> list[Prompt]:
+    """Copies of the first k auxiliary prompts whose expert solution is their label in \\boxed{}."""
+    return [replace(p, kind="expert", sample=replace(p.sample, solution=f"\\boxed{{{p.label}}}")) for p in prompts[:k]]
 
 
 class SparkPhase:
@@ -28,6 +34,26 @@ class SparkPhase:
         self.rng = random.Random(f"spark/{cfg.trainer.seed}/{rank}")
         self.totals: Counter = Counter()  # recycling counts over the whole run, for summary.md
         self.aux_phases = 0
+        self.initial_engine = None  # recycle_from=initial: rollouts of the frozen initial model
+
+    def recycling_groups(self, trainer, groups: list[RolloutGroup]) -> list[RolloutGroup]:
+        """The groups auxiliary prompts are built from: this step's policy groups, or (no co-evolution) fresh
+        rollouts of the same prompts by the frozen initial model, scored by the same verifier."""
+        policy = [g for g in groups if g.prompt.kind == "policy"]
+        if self.cfg.spark.recycle_from == "policy":
+            return policy
+        if self.initial_engine is None:
+            from spark_vl.models import load_model
+            from spark_vl.rollout import make_engine
+
+            frozen, _ = load_model(self.cfg.model, self.device)
+            frozen.eval().requires_grad_(False)
+            self.initial_engine = make_engine(self.cfg.rollout.backend, frozen, trainer.processor,
+                                              self.cfg.rollout.generation_batch_size)
+        initial = self.initial_engine.generate([g.prompt for g in policy], self.cfg.rollout.samples_per_prompt,
+                                               trainer.sampling())
+        trainer.reward(initial)
+        return initial
 
     @property
     def share(self) -> int:
@@ -41,8 +67,8 @@ class SparkPhase:
         return self.queue.pop(k, step)
 
     def after_policy_step(self, trainer, groups: list[RolloutGroup], step: int, m) -> None:
-        policy = [g for g in groups if g.prompt.kind == "policy"]
-        result = recycle(policy, self.cfg.spark, self.rng, step, self.cfg.reward.extract)
+        source = self.recycling_groups(trainer, groups)
+        result = recycle(source, self.cfg.spark, self.rng, step, self.cfg.reward.extract)
         self.queue.push(result.prompts, step)
         for name, value in result.stats.as_dict().items():
             m.add(name, value)
@@ -53,11 +79,16 @@ class SparkPhase:
             if ready:
                 prompts = self.queue.pop(self.share, step)
                 n_aux = self.cfg.spark.samples_per_prompt or self.cfg.rollout.samples_per_prompt
-                aux_groups = trainer.run_phase(prompts, [], n_aux, "aux/", m)
+                aux_groups = trainer.run_phase(prompts, label_experts(prompts, self.cfg.spark.aux_sft_prompts),
+                                               n_aux, "aux/", m)
                 self.aux_phases += 1
-        for name, value in judge_metrics(aux_groups).as_dict().items():
+        judged = judge_metrics(aux_groups)
+        for name, value in judged.as_dict().items():
             if value is not None and math.isfinite(value):
                 m.add(name, value)
+        if judged.pointwise_tpr is not None and judged.pointwise_tnr is not None:
+            # Chance is 0.5 whatever the share of correct answers shown (plain accuracy rewards a constant verdict).
+            m.add("spark/judge/pointwise_balanced_accuracy", (judged.pointwise_tpr + judged.pointwise_tnr) / 2)
         for name, value in self.queue.stats(step).as_dict().items():
             m.add(name, value)
 

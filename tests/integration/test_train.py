@@ -129,3 +129,25 @@ def test_gradient_checkpointing_gives_the_same_step(tmp_path):
                                           "model.gradient_checkpointing=true")))
     for key in ("loss/sft", "loss/policy", "actor/grad_norm", "reward/mean"):
         assert ckpt[1][key] == pytest.approx(plain[1][key], rel=1e-5, abs=1e-7), key
+
+
+def test_spark_reward_only_ablation_trains_only_auxiliary_phases(tmp_path, monkeypatch):
+    """GRPO reward-only: policy prompts are rolled out (and logged) but never trained on; the auxiliary data
+    come from the frozen initial model; label warm-start experts ride along."""
+    import spark_vl.rollout
+    from spark_vl.trainer import loop
+
+    from ._train_utils import ScriptedEngine
+
+    monkeypatch.setattr(loop, "make_engine", ScriptedEngine)
+    monkeypatch.setattr(spark_vl.rollout, "make_engine", ScriptedEngine)
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=2", "spark.enabled=true",
+                            "spark.train_on_policy=false", "spark.recycle_from=initial", "spark.judgment_cap=4",
+                            "spark.reflection_cap=4", "spark.aux_sft_prompts=2", "algorithm.sft_prompts_per_step=0"))
+    for m in read_metrics(run)[1:]:
+        assert "reward/mean" in m and "aux/reward/mean" in m
+        assert "time/update" not in m and "time/aux/update" in m
+        assert m["loss/sft"] > 0  # the label warm-start of auxiliary prompts
+    summary = (run / "summary.md").read_text()
+    # 4 auxiliary prompts x 2 samples / 4 per optimizer step = 2 optimizer steps per auxiliary phase, 2 phases
+    assert "4 optimizer steps" in summary
