@@ -150,6 +150,10 @@ class TrainerConfig:
     keep_last: int = 2  # checkpoints kept
     eval_every: int = 0  # rollout steps between held-out evaluations; 0 = only before and after training
     eval_max_new_tokens: int | None = None  # None = rollout.max_new_tokens
+    # Benchmarks scored alongside the held-out set (same schedule), as "name=path": a benchmark adapter name
+    # (mathvista=/data/MathVista) or any other name for a prepared dataset; eval.limit items each,
+    # eval.protocol, logged as bench/<name>/<metric>.
+    eval_benchmarks: list[str] = field(default_factory=list)
     max_bad_steps: int = 3  # consecutive non-finite losses before the run aborts
 
 

@@ -158,6 +158,24 @@ def held_out_prompts(cfg: Config, processor) -> list[Prompt]:
     return prompts
 
 
+def load_eval_benchmarks(cfg: Config, rank: int, world_size: int) -> dict:
+    """trainer.eval_benchmarks -> {name: LoadedBenchmark}, each rank keeping its shard of the items."""
+    from dataclasses import replace
+
+    from spark_vl.eval import get_benchmark, load_benchmark
+    from spark_vl.eval.benchmarks import BENCHMARKS
+
+    loaded = {}
+    for entry in cfg.trainer.eval_benchmarks:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"trainer.eval_benchmarks entry {entry!r} must look like name=path")
+        bench = get_benchmark(name if name.lower() in BENCHMARKS else f"prepared:{path}")
+        full = load_benchmark(bench, path, limit=cfg.eval.limit)
+        loaded[name] = replace(full, samples=full.samples[rank::world_size])
+    return loaded
+
+
 def _with_root(loaded: Loaded) -> list[tuple[Sample, Path | None]]:
     rows, root, _ = loaded
     return [(s, root) for s in rows]

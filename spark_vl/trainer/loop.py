@@ -30,7 +30,7 @@ from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_pe
 from spark_vl.config import Config, derived, dump_yaml, validate
 from spark_vl.rollout import make_engine
 from spark_vl.trainer.batch import PromptEncoder, Sequence, collate, response_values
-from spark_vl.trainer.data import PromptSource, held_out_prompts
+from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
 from spark_vl.trainer.engine import all_reduce_sum, build_engine, build_reference, init_distributed
 from spark_vl.trainer.spark_phase import SparkPhase
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
@@ -262,9 +262,10 @@ class Trainer:
 
     # -- held-out evaluation -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, prompts: list[Prompt]) -> dict[str, float]:
+    def evaluate(self, prompts: list[Prompt], benchmarks: dict | None = None) -> dict[str, float]:
+        metrics = self.evaluate_benchmarks(benchmarks) if benchmarks else {}
         if not prompts:
-            return {}
+            return metrics
         t = self.cfg.trainer
         groups = self.generate(prompts, 1, self.sampling(greedy=True, max_new_tokens=t.eval_max_new_tokens))
         self.reward(groups)
@@ -277,6 +278,23 @@ class Trainer:
             m.add("eval/reward", r.reward.overall)
             m.add("eval/format", r.reward.parts.get("format", float("nan")))
             m.add("eval/length", len(r.token_ids))
+        return {**metrics, **m.reduce(self.dist.device)}
+
+    def evaluate_benchmarks(self, benchmarks: dict) -> dict[str, float]:
+        """Benchmark metrics (spark_vl.eval) over each rank's shard, averaged weighted by shard size."""
+        from spark_vl.eval import evaluate
+
+        e = self.cfg.eval
+        result = evaluate(self.rollout, benchmarks, e.protocol, batch_size=e.batch_size,
+                          max_new_tokens=self.cfg.trainer.eval_max_new_tokens or e.max_new_tokens)
+        m = Means()
+        flat = result.flat_metrics("bench")
+        for name, loaded in benchmarks.items():
+            weight = float(len(loaded.samples))
+            prefix = f"bench/{loaded.benchmark.name}/"  # results are keyed by the adapter's own name
+            for key, value in flat.items():
+                if key.startswith(prefix):
+                    m.add(f"bench/{name}/{key[len(prefix):]}", value * weight, weight)
         return m.reduce(self.dist.device)
 
 
@@ -368,6 +386,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     model, processor = load_model(cfg.model, dist.device)
     source = PromptSource(cfg, processor)
     val_prompts = held_out_prompts(cfg, processor)[dist.rank :: dist.world_size]
+    benchmarks = load_eval_benchmarks(cfg, dist.rank, dist.world_size)
     engine, _, _ = build_engine(model, cfg, plan, dist, dtype)
     reference = build_reference(cfg.model, cfg, plan, dist, dtype) if cfg.algorithm.kl_coef > 0 else None
     synced = cfg.deepspeed.zero_stage == 3 and dist.world_size > 1
@@ -387,7 +406,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     trainer = Trainer(cfg, dist, engine, reference, processor, rollout, state, dtype)
     start_time = time.perf_counter()
     if state.step == 0:
-        logger.log(0, trainer.evaluate(val_prompts))
+        logger.log(0, trainer.evaluate(val_prompts, benchmarks))
     progress = _progress(cfg, dist, state.step)
     n = cfg.rollout.samples_per_prompt
     for step in range(state.step + 1, cfg.trainer.rollout_steps + 1):
@@ -416,9 +435,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         metrics["data/epoch"] = float(source.epoch())
         state.step = step
         if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0 and step != cfg.trainer.rollout_steps:
-            metrics.update(trainer.evaluate(val_prompts))
+            metrics.update(trainer.evaluate(val_prompts, benchmarks))
         if step == cfg.trainer.rollout_steps:
-            metrics.update(trainer.evaluate(val_prompts))
+            metrics.update(trainer.evaluate(val_prompts, benchmarks))
         logger.log(step, metrics)
         progress.update(1)
         progress.set_postfix({k.split("/")[-1]: f"{metrics[k]:.3g}" for k in

@@ -151,3 +151,24 @@ def test_spark_reward_only_ablation_trains_only_auxiliary_phases(tmp_path, monke
     summary = (run / "summary.md").read_text()
     # 4 auxiliary prompts x 2 samples / 4 per optimizer step = 2 optimizer steps per auxiliary phase, 2 phases
     assert "4 optimizer steps" in summary
+
+
+def test_benchmark_validation_during_training(tmp_path):
+    """trainer.eval_benchmarks: a prepared dataset scored by spark_vl.eval on the held-out schedule."""
+    import json
+
+    from spark_vl.data.synthetic import synthetic_samples
+
+    rows = []
+    for i, s in enumerate(synthetic_samples(6, seed=9)):
+        s.images[0].save(tmp_path / f"img{i}.png")
+        rows.append({"id": s.uid, "problem": s.problem, "answer": s.answer, "images": [f"img{i}.png"],
+                     "category": s.category})
+    data = tmp_path / "bench.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=2", "trainer.eval_every=1",
+                            f"trainer.eval_benchmarks=[synth={data}]", "eval.limit=4"))
+    metrics = read_metrics(run)
+    for m in metrics:
+        assert m["bench/synth/num_items"] == 4.0
+        assert 0.0 <= m["bench/synth/accuracy"] <= 1.0
