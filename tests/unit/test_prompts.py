@@ -1,0 +1,62 @@
+import pytest
+from PIL import Image
+
+from spark_vl.data.images import ImageError, load_image
+from spark_vl.data.prompts import build_prompt, load_template, prompt_length, render, user_content
+from spark_vl.data.synthetic import synthetic_sample, synthetic_samples
+from spark_vl.types import Sample
+
+
+@pytest.mark.parametrize("size", [(56, 56), (100, 37), (300, 200), (640, 480)])
+def test_prompt_length_counts_expanded_image_tokens(tiny_model, size):
+    _, processor = tiny_model
+    sample = Sample(uid="x", problem="<image>Compare <image> these.", answer="1",
+                    images=[Image.new("RGB", size, "red"), Image.new("RGB", (size[1], size[0]), "blue")])
+    prompt = build_prompt(sample)
+    enc = processor(text=[render(prompt, processor)], images=prompt.images, return_tensors="pt")
+    assert prompt_length(prompt, processor) == enc["input_ids"].shape[1]
+
+
+def test_placeholders_become_interleaved_image_parts():
+    content = user_content("Look <image> then <image 2> and answer.", 2)
+    assert [c["type"] for c in content] == ["text", "image", "text", "image", "text"]
+    assert content[0]["text"] == "Look" and content[-1]["text"] == "and answer."
+    # no (or mismatched) placeholders: images first, placeholders stripped from the text
+    assert [c["type"] for c in user_content("What is it?", 2)] == ["image", "image", "text"]
+    assert user_content("<image> <image> two", 1)[-1]["text"] == "two"
+
+
+def test_format_template_applied_and_spark_suffix_expressible():
+    sample = synthetic_sample(0)
+    text = build_prompt(sample, "spark").messages[-1]["content"][-1]["text"]
+    assert text.endswith(load_template("spark").split("\n")[-1])
+    assert "What colour is the shape?" in text
+    with pytest.raises(FileNotFoundError, match="known format templates"):
+        load_template("nope")
+
+
+def test_image_refs_and_errors(tmp_path):
+    img = Image.new("RGB", (8, 8), "red")
+    img.save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    refs = ("a.png", str(tmp_path / "a.png"), data, {"bytes": data, "path": None}, {"bytes": None, "path": "a.png"})
+    for ref in refs:
+        assert load_image(ref, tmp_path).size == (8, 8)
+    with pytest.raises(ImageError, match="does not exist"):
+        load_image("missing.png", tmp_path)
+    with pytest.raises(ImageError, match="cannot decode"):
+        load_image(b"garbage", tmp_path)
+
+
+def test_builtin_synthetic_is_deterministic_and_answers_match_pictures():
+    a, b = synthetic_samples(20, seed=3), synthetic_samples(20, seed=3)
+    assert [s.answer for s in a] == [s.answer for s in b]
+    assert all(x.images[0].tobytes() == y.images[0].tobytes() for x, y in zip(a, b))
+    assert synthetic_samples(5, seed=4)[0].images[0].tobytes() != a[0].images[0].tobytes()
+    from spark_vl.data.synthetic import COLORS
+
+    for s in a:
+        if s.category == "color":  # the answer's colour is the most frequent non-white pixel colour
+            pixels = [p for p in s.images[0].getdata() if p != (255, 255, 255)]
+            assert max(set(pixels), key=pixels.count) == COLORS[s.answer]
+        assert s.solution.endswith(f"\\boxed{{{s.answer}}}")

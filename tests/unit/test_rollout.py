@@ -1,0 +1,91 @@
+import torch
+
+from spark_vl.algorithms.logprobs import sequence_logprobs
+from spark_vl.data.prompts import build_prompt
+from spark_vl.data.synthetic import synthetic_samples
+from spark_vl.rollout import make_engine
+from spark_vl.rollout.hf import vision_token_ids
+from spark_vl.trainer.batch import Sequence, collate, encode_prompt, response_values
+from spark_vl.types import SamplingParams
+
+
+def prompts(n=3):
+    return [build_prompt(s) for s in synthetic_samples(n, seed=5)]
+
+
+def _behaviour_vs_trainer(model, processor, suppress: bool):
+    engine = make_engine("hf", model, processor, generation_batch_size=4)
+    if not suppress:
+        engine.suppress_ids = []
+    torch.manual_seed(0)
+    groups = engine.generate(prompts(), 3, SamplingParams(temperature=1.0, max_new_tokens=10))
+    assert [len(g.rollouts) for g in groups] == [3, 3, 3]
+    seqs, behaviour = [], []
+    for g in groups:
+        enc = encode_prompt(g.prompt, processor)
+        for r in g.rollouts:
+            assert r.prompt is g.prompt and len(r.logprobs) == len(r.token_ids) > 0
+            assert r.finish_reason in ("stop", "length")
+            seqs.append(Sequence(enc, r.token_ids))
+            behaviour.append(r.logprobs)
+    with torch.no_grad():
+        lp, _ = sequence_logprobs(model, collate(seqs, processor.tokenizer.pad_token_id))
+    recomputed = response_values(lp, seqs)
+    return [b - a for x, y in zip(recomputed, behaviour) for a, b in zip(x, y)]
+
+
+def test_groups_shape_and_behaviour_logprobs_match_trainer(tiny_model):
+    """Left-padded sampling and right-padded training forward see the same distribution (positions, images,
+    mm_token_type_ids) when the sampler samples from the full vocabulary."""
+    model, processor = tiny_model
+    diffs = _behaviour_vs_trainer(model, processor, suppress=False)
+    assert max(abs(d) for d in diffs) < 1e-4
+
+
+def test_suppressed_vision_tokens_renormalise_the_behaviour_distribution(tiny_qwen25):
+    # Banning the vision tokens moves their mass to the other tokens: sampler log-probs are higher by
+    # -log(1 - p_banned) > 0 (~4/512 for a near-uniform random model), never lower.
+    model, processor = tiny_qwen25
+    diffs = _behaviour_vs_trainer(model, processor, suppress=True)
+    assert all(0 < d < 0.05 for d in diffs)
+
+
+def test_greedy_batched_equals_one_at_a_time(tiny_model):
+    model, processor = tiny_model
+    engine = make_engine("hf", model, processor)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=12)
+    batched = engine.generate(prompts(4), 1, greedy)
+    for g in batched:
+        single = engine.generate([g.prompt], 1, greedy)[0]
+        assert single.rollouts[0].token_ids == g.rollouts[0].token_ids
+
+
+def test_vision_tokens_are_never_generated(tiny_qwen25):
+    model, processor = tiny_qwen25
+    banned = vision_token_ids(processor.tokenizer)
+    assert len(banned) == 4
+    with torch.no_grad():  # make the vision tokens the model's favourite outputs
+        model.lm_head.weight[banned] *= 50
+    try:
+        engine = make_engine("hf", model, processor)
+        groups = engine.generate(prompts(2), 4, SamplingParams(temperature=1.0, max_new_tokens=16))
+        assert not any(t in banned for g in groups for r in g.rollouts for t in r.token_ids)
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight[banned] /= 50
+
+
+def test_temperature_topk_topp_and_stop_strings(tiny_qwen25):
+    model, processor = tiny_qwen25
+    engine = make_engine("hf", model, processor)
+    torch.manual_seed(1)
+    groups = engine.generate(prompts(2), 2, SamplingParams(temperature=0.7, top_k=5, top_p=0.9, max_new_tokens=8))
+    for r in (r for g in groups for r in g.rollouts):
+        assert len(r.token_ids) <= 8 and all(lp <= 0 for lp in r.logprobs)
+    # a stop string that the greedy output contains ends generation there
+    greedy = engine.generate(prompts(1), 1, SamplingParams(temperature=0.0, max_new_tokens=12))[0].rollouts[0]
+    word = greedy.text.strip()[:2]
+    if word:
+        stopped = engine.generate(prompts(1), 1, SamplingParams(temperature=0.0, max_new_tokens=12, stop=[word]))
+        r = stopped[0].rollouts[0]
+        assert r.finish_reason == "stop" and len(r.token_ids) <= len(greedy.token_ids)
