@@ -55,8 +55,8 @@ class PromptBuilder:
         prompt = None
         if not isinstance(sample.problem, str) or not sample.problem.strip():
             reason = "empty_problem"
-        elif sample.answer is None or not str(sample.answer).strip():
-            reason = "empty_answer"
+        elif (sample.answer is None or not str(sample.answer).strip()) and self.cfg.reward.judge_weight <= 0:
+            reason = "empty_answer"  # kept when reward.judge_weight > 0: the model's own P(yes) rewards it
         else:
             try:
                 prompt = build_prompt(sample, self.cfg.data.format_template, self.cfg.data.system_prompt, root)

@@ -32,6 +32,7 @@ from spark_vl.rollout import make_engine
 from spark_vl.trainer.batch import PromptEncoder, Sequence, collate, response_values
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
 from spark_vl.trainer.engine import all_reduce_sum, build_engine, build_reference, init_distributed
+from spark_vl.trainer.rewarding import has_gold, score_groups
 from spark_vl.trainer.spark_phase import SparkPhase
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
 
@@ -105,12 +106,12 @@ class Trainer:
         return groups
 
     def reward(self, groups: list[RolloutGroup]) -> None:
-        from spark_vl.rewards import score_batch
-
-        rollouts = [r for g in groups for r in g.rollouts]
-        outputs = score_batch([r.text for r in rollouts], [r.prompt.sample for r in rollouts], self.cfg.reward)
-        for r, out in zip(rollouts, outputs):
-            r.reward = out
+        judge_everywhere = self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1
+        if self.cfg.reward.judge_weight > 0 and judge_everywhere:
+            # ZeRO-3: every rank must join the judge forward pass if any rank has something to judge.
+            local = sum(1 for g in groups for r in g.rollouts if not has_gold(r))
+            judge_everywhere = all_reduce_sum([local], self.dist.device)[0] > 0
+        score_groups(groups, self.cfg.reward, self.model, self.processor, judge_everywhere)
 
     # -- sequences, log-probs and the update -------------------------------------------------------------------
     def sequences(self, groups: list[RolloutGroup], experts: list[Prompt]) -> list[Sequence]:
@@ -343,6 +344,8 @@ def record_group_metrics(groups: list[RolloutGroup], prefix: str, m: Means) -> N
             m.add(f"{prefix}reward/accuracy", float(out.correct) if out else 0.0)
             if out and "format" in out.parts:
                 m.add(f"{prefix}reward/format", out.parts["format"])
+            if out and "judge" in out.parts:
+                m.add(f"{prefix}reward/judge", out.parts["judge"])
             m.add(f"{prefix}response/length_mean", len(r.token_ids))
             m.add(f"{prefix}response/truncated", float(r.finish_reason == "length"))
 
