@@ -4,7 +4,8 @@ model's own generative score for prompts without one.
 `reward.judge_weight > 0` turns on the RewardDance-style term: a rollout of a prompt whose sample has no
 gold answer gets reward `judge_weight x P(Yes)`, the probability the model itself gives to "this answer is
 correct" (`spark_vl.spark.judge_score`, one forward pass, on the final answer in a box or <answer> tag,
-first or last per `reward.extract`); a rollout with no final answer gets 0. With `judge_weight: 0` such rows are skipped when prompts are built.
+first or last per `reward.extract`); a rollout with no final answer gets 0. With `judge_weight: 0` such rows
+are skipped when prompts are built.
 """
 
 from __future__ import annotations
