@@ -6,6 +6,7 @@ Schemas follow the hub dataset cards (docs/EVAL.md lists which were checked agai
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from spark_vl.eval.benchmarks.base import (
@@ -182,16 +183,10 @@ MATHVERSE = Benchmark(
     "subject, subfield; rule-based (the official metric uses a GPT judge, so this is a lower bound)",
 )
 
-MATHVERSE_VISION_ONLY = Benchmark(
+MATHVERSE_VISION_ONLY = replace(
+    MATHVERSE,
     name="mathverse_vision_only",
     label="MathVerse-VO",
-    group="math",
-    convert=_mathverse_convert,
-    hub_id="AI4Math/MathVerse",
-    hub_config="testmini",
-    splits=("testmini",),
-    official=_mathverse_official,
-    aggregate=_mathverse_metrics,
     row_filter=lambda s: s.meta.get("version") == VISION_ONLY,
     notes="testmini Vision-Only version only (788 rows)",
 )
