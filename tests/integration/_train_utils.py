@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from spark_vl.config import load_config
@@ -23,6 +24,15 @@ FAST = [
     "logging.progress=false",
     "logging.tensorboard=true",
 ]
+
+
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a training subprocess: without the rendezvous variables that an in-process
+    `train()` earlier in this pytest session set (the child would try to bind the parent's port)."""
+    return {**{k: v for k, v in os.environ.items() if k not in DIST_VARS}, **extra}
 
 
 def fast_config(out: Path, *overrides: str):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ._train_utils import clean_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -15,7 +17,7 @@ def test_demo_config_runs_through_cli(tmp_path, config):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "spark_vl.cli", "train", "--config", config, "trainer.rollout_steps=3",
            "trainer.eval_every=0", "data.val_size=8", "trainer.save_every=0", f"trainer.output_dir={out}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=clean_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "# derived" in proc.stdout and "grad_accum_steps: 2" in proc.stdout
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

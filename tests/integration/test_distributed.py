@@ -5,13 +5,14 @@ With greedy rollouts and one optimizer step per rollout step, a 2-rank run sees 
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ._train_utils import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = [
@@ -33,7 +34,7 @@ def run(tmp_path: Path, nproc: int, *overrides: str) -> list[dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
            "-m", "spark_vl.cli", "train", "--config", "configs/demo_cpu.yaml", *COMMON, *overrides,
            f"trainer.output_dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = clean_env(OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
