@@ -408,8 +408,12 @@ def train(cfg: Config, resume: str | None = None) -> Path:
                            cfg.logging.wandb_project if cfg.logging.wandb else None, resume_step=state.step)
     trainer = Trainer(cfg, dist, engine, reference, processor, rollout, state, dtype)
     start_time = time.perf_counter()
+    def run_eval() -> dict[str, float]:
+        metrics = trainer.evaluate(val_prompts, benchmarks)
+        return {**metrics, **(spark.evaluate_judge(trainer, val_prompts) if spark is not None else {})}
+
     if state.step == 0:
-        logger.log(0, trainer.evaluate(val_prompts, benchmarks))
+        logger.log(0, run_eval())
     progress = _progress(cfg, dist, state.step)
     n = cfg.rollout.samples_per_prompt
     for step in range(state.step + 1, cfg.trainer.rollout_steps + 1):
@@ -438,9 +442,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         metrics["data/epoch"] = float(source.epoch())
         state.step = step
         if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0 and step != cfg.trainer.rollout_steps:
-            metrics.update(trainer.evaluate(val_prompts, benchmarks))
+            metrics.update(run_eval())
         if step == cfg.trainer.rollout_steps:
-            metrics.update(trainer.evaluate(val_prompts, benchmarks))
+            metrics.update(run_eval())
         logger.log(step, metrics)
         progress.update(1)
         progress.set_postfix({k.split("/")[-1]: f"{metrics[k]:.3g}" for k in

@@ -15,8 +15,10 @@ import random
 from collections import Counter
 from dataclasses import replace
 
+import torch
+
 from spark_vl.config import Config
-from spark_vl.spark import AuxQueue, judge_metrics, recycle
+from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle
 from spark_vl.trainer.engine import all_reduce_sum
 from spark_vl.types import Prompt, RolloutGroup
 
@@ -24,6 +26,18 @@ from spark_vl.types import Prompt, RolloutGroup
 def label_experts(prompts: list[Prompt], k: int) -> list[Prompt]:
     """Copies of the first k auxiliary prompts whose expert solution is their label in \\boxed{}."""
     return [replace(p, kind="expert", sample=replace(p.sample, solution=f"\\boxed{{{p.label}}}")) for p in prompts[:k]]
+
+
+def wrong_answers(prompts: list[Prompt]) -> list[tuple[Prompt, str]]:
+    """(prompt, a wrong answer): the next differing gold of the same category among `prompts`, in order."""
+    pairs = []
+    for i, p in enumerate(prompts):
+        gold = p.sample.answer
+        for q in prompts[i + 1 :] + prompts[:i]:
+            if q.sample.category == p.sample.category and q.sample.answer != gold and q.sample.answer:
+                pairs.append((p, q.sample.answer))
+                break
+    return pairs
 
 
 class SparkPhase:
@@ -91,6 +105,28 @@ class SparkPhase:
             m.add("spark/judge/pointwise_balanced_accuracy", (judged.pointwise_tpr + judged.pointwise_tnr) / 2)
         for name, value in self.queue.stats(step).as_dict().items():
             m.add(name, value)
+
+    @torch.no_grad()
+    def evaluate_judge(self, trainer, prompts: list[Prompt]) -> dict[str, float]:
+        """Held-out judge quality with no sampling: each question shown once with its gold answer and once
+        with another row's gold for the same task (a wrong answer), scored by the model's own P(Yes).
+
+        eval/judge_accuracy: share of the 2N judgments on the right side of 0.5 (chance 0.5 by construction);
+        eval/judge_auc: probability that a correct answer gets a higher P(Yes) than a wrong one.
+        """
+        pairs = wrong_answers(prompts)
+        if not pairs:
+            return {}
+        shown = [p for p, _ in pairs]
+        right = judge_score(trainer.model, trainer.processor, shown, [p.sample.answer for p in shown])
+        wrong = judge_score(trainer.model, trainer.processor, shown, [w for _, w in pairs])
+        correct = sum(r > 0.5 for r in right) + sum(w < 0.5 for w in wrong)
+        auc = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
+        m = {"eval/judge_accuracy": correct / (2 * len(pairs)), "eval/judge_auc": auc,
+             "eval/judge_p_yes_correct": sum(right) / len(right), "eval/judge_p_yes_wrong": sum(wrong) / len(wrong)}
+        n = float(len(pairs))
+        totals = all_reduce_sum([v * n for v in m.values()] + [n], self.device)
+        return {k: totals[i] / totals[-1] for i, k in enumerate(m)}
 
     def state_dict(self) -> dict:
         return {"queue": self.queue.state_dict(), "rng": self.rng.getstate(), "totals": dict(self.totals),

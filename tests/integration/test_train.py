@@ -108,6 +108,8 @@ def test_spark_schedules_run_and_resume_keeps_queue(tmp_path, schedule, monkeypa
     built = ("pointwise", "pairwise", "reflect_cot", "reflect_answer")
     assert all(sum(m[f"spark/recycle/{k}"] for k in built) > 0 for m in metrics[1:])
     assert all(m["spark/recycle/pointwise"] + m["spark/recycle/pairwise"] <= 4 for m in metrics[1:])
+    for m in (metrics[0], metrics[-1]):  # held-out judge evaluation before and after training
+        assert 0.0 <= m["eval/judge_accuracy"] <= 1.0 and 0.0 <= m["eval/judge_auc"] <= 1.0
     if schedule == "alternate":
         assert all("aux/reward/mean" in m for m in metrics[1:]), "no auxiliary phase ran"
         assert any(k.startswith("spark/judge/") for k in metrics[-1])
