@@ -36,7 +36,7 @@ class Sample:
     choices: list[str] | None = None  # option texts for multiple choice, in letter order A, B, ...
     answer_type: str | None = None  # one of ANSWER_TYPES, None = infer from the answer
     precision: int | None = None  # MathVista-style decimal places to round to before comparing
-    tolerance: float | None = None  # relative/absolute numeric tolerance override
+    tolerance: float | None = None  # absolute numeric tolerance override (DynaMath-style), see docs/VERIFIERS.md
     source: str = ""
     category: str = ""
     answer_raw: str | None = None  # the gold exactly as the source shipped it

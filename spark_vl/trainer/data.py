@@ -45,15 +45,17 @@ def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None)
 class PromptBuilder:
     """Sample -> Prompt with validation; counts what it skips."""
 
-    def __init__(self, cfg: Config, processor):
-        self.cfg, self.processor = cfg, processor
+    def __init__(self, cfg: Config, processor, training: bool = True):
+        self.cfg, self.processor, self.training = cfg, processor, training
         self.skipped: Counter = Counter()
         self.examples: list[tuple[str, str]] = []  # (row uid, reason), first few
 
     def __call__(self, sample: Sample, root: Path | None) -> Prompt | None:
         reason = None
         prompt = None
-        if not isinstance(sample.problem, str) or not sample.problem.strip():
+        if self.training and sample.meta.get("eval_split"):
+            reason = "eval_split_row"  # a benchmark's test row (e.g. MMK12 test) never trains silently
+        elif not isinstance(sample.problem, str) or not sample.problem.strip():
             reason = "empty_problem"
         elif (sample.answer is None or not str(sample.answer).strip()) and self.cfg.reward.judge_weight <= 0:
             reason = "empty_answer"  # kept when reward.judge_weight > 0: the model's own P(yes) rewards it
@@ -147,7 +149,7 @@ class PromptSource:
 
 def held_out_prompts(cfg: Config, processor) -> list[Prompt]:
     """The held-out evaluation prompts: data.val, or synthetic rows past the training range."""
-    build = PromptBuilder(cfg, processor)
+    build = PromptBuilder(cfg, processor, training=False)
     if cfg.data.val:
         rows = [pair for spec in cfg.data.val for pair in _with_root(load_source(spec, cfg))]
     elif SYNTHETIC in cfg.data.train:

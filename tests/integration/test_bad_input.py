@@ -46,3 +46,20 @@ def test_bad_rows_are_skipped_counted_and_reported(tmp_path, caplog):
     for reason in ("bad_image", "empty_problem", "empty_answer", "prompt_too_long", "malformed_row"):
         assert reason in summary, reason
     assert any("skipping row" in r.message and "missing" in r.message for r in caplog.records)
+
+
+def test_rows_marked_as_evaluation_data_never_train(tmp_path):
+    """A prepared benchmark test split (meta.eval_split, e.g. MMK12 test) is refused for training but fine as
+    data.val."""
+    from spark_vl.config import load_config
+    from spark_vl.models.tiny import build_processor
+    from spark_vl.trainer.data import PromptBuilder
+    from spark_vl.types import Sample
+
+    Image.new("RGB", (56, 56), "red").save(tmp_path / "red.png")
+    sample = Sample(uid="test-1", problem="<image>What colour?", answer="red", images=["red.png"],
+                    meta={"eval_split": True})
+    cfg, processor = load_config(None, []), build_processor("tiny-qwen2.5-vl")
+    train_builder = PromptBuilder(cfg, processor)
+    assert train_builder(sample, tmp_path) is None and train_builder.skipped["eval_split_row"] == 1
+    assert PromptBuilder(cfg, processor, training=False)(sample, tmp_path) is not None
