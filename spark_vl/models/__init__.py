@@ -53,12 +53,17 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
         model = AutoModelForImageTextToText.from_pretrained(
             cfg.path, dtype=dtype, attn_implementation=cfg.attn_implementation
         )
-    model.to(device)
+    if not zero3_partitioned(model):  # ZeRO-3 partitions already sit where DeepSpeed put them
+        model.to(device)
     apply_freezing(model, cfg)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model, processor
+
+
+def zero3_partitioned(model) -> bool:
+    return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
 def vision_modules(model):

@@ -121,6 +121,18 @@ def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: to
     return engine, optimizer, scheduler
 
 
+def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
+    """Under ZeRO-3, a live HfDeepSpeedConfig makes `from_pretrained` load each rank's partition directly
+    (deepspeed.zero.Init) instead of the whole checkpoint per rank (8 x 64 GB of host memory for a 32B model).
+    Keep the returned object alive while models are loaded; None when not needed (builtin models are built
+    whole: they are tiny, and identical initialisation across world sizes is tested)."""
+    if cfg.deepspeed.zero_stage != 3 or cfg.model.path.startswith("builtin:"):
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(deepspeed_config(cfg, derived, dtype))
+
+
 def build_reference(model_cfg, cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
     """A frozen copy of the initial policy for the KL term (ZeRO-3 partitions it like the policy)."""
     import deepspeed

@@ -31,7 +31,7 @@ from spark_vl.config import Config, derived, dump_yaml, validate
 from spark_vl.rollout import make_engine
 from spark_vl.trainer.batch import PromptEncoder, Sequence, collate, response_values
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
-from spark_vl.trainer.engine import all_reduce_sum, build_engine, build_reference, init_distributed
+from spark_vl.trainer.engine import all_reduce_sum, build_engine, build_reference, init_distributed, zero3_loading
 from spark_vl.trainer.rewarding import has_gold, score_groups
 from spark_vl.trainer.spark_phase import SparkPhase
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
@@ -386,6 +386,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         print(f"# resolved config\n{resolved}# derived\n" + "\n".join(f"{k}: {v}" for k, v in vars(plan).items()))
     seed_everything(cfg.trainer.seed)
     dtype = resolve_dtype(cfg.model.dtype, dist.device)
+    zero3 = zero3_loading(cfg, plan, dtype)  # noqa: F841 (must stay alive while models load)
     model, processor = load_model(cfg.model, dist.device)
     source = PromptSource(cfg, processor)
     val_prompts = held_out_prompts(cfg, processor)[dist.rank :: dist.world_size]

@@ -57,13 +57,17 @@ class SparkPhase:
         if self.cfg.spark.recycle_from == "policy":
             return policy
         if self.initial_engine is None:
-            from spark_vl.models import load_model
+            from spark_vl.config import derived
             from spark_vl.rollout import make_engine
+            from spark_vl.trainer.engine import build_reference, zero3_loading
 
-            frozen, _ = load_model(self.cfg.model, self.device)
-            frozen.eval().requires_grad_(False)
+            # Built like the KL reference: a frozen copy of the initial weights, partitioned under ZeRO-3.
+            plan = derived(self.cfg, self.world)
+            keep = zero3_loading(self.cfg, plan, trainer.dtype)  # noqa: F841 (alive while the copy loads)
+            frozen = build_reference(self.cfg.model, self.cfg, plan, trainer.dist, trainer.dtype)
+            synced = self.cfg.deepspeed.zero_stage == 3 and self.world > 1
             self.initial_engine = make_engine(self.cfg.rollout.backend, frozen, trainer.processor,
-                                              self.cfg.rollout.generation_batch_size)
+                                              self.cfg.rollout.generation_batch_size, synced)
         initial = self.initial_engine.generate([g.prompt for g in policy], self.cfg.rollout.samples_per_prompt,
                                                trainer.sampling())
         trainer.reward(initial)
