@@ -31,12 +31,15 @@ def test_two_steps_change_every_parameter(tmp_path, model):
     assert any((run / "tensorboard").iterdir())
 
 
-def test_frozen_vision_tower_stays_fixed(tmp_path):
-    run = train(fast_config(tmp_path / "run", "model.freeze_vision=true", "trainer.rollout_steps=1"))
+@pytest.mark.parametrize("part", ["vision", "projector"])
+def test_frozen_vision_parts_stay_fixed(tmp_path, part):
+    run = train(fast_config(tmp_path / "run", f"model.freeze_{part}=true", "trainer.rollout_steps=1"))
     before, _ = build_tiny("tiny-qwen2.5-vl", seed=0)
     after = consolidated_state_dict(list_checkpoints(run)[-1])
     for name, p in before.named_parameters():
-        frozen = ".visual." in f".{name}" and ".merger." not in name
+        in_vision = ".visual." in f".{name}"
+        in_merger = ".merger." in name
+        frozen = in_vision and (in_merger if part == "projector" else not in_merger)
         assert torch.equal(p.detach(), after[name]) == frozen, name
 
 
