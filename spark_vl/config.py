@@ -187,7 +187,7 @@ class LoggingConfig:
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "spark-vl"
-    log_samples_every: int = 10  # rollout steps between dumps of example rollouts to samples.jsonl
+    log_samples_every: int = 10  # rollout steps between dumps of example rollouts to samples.jsonl (0 = never)
     progress: bool = True
 
 

@@ -350,6 +350,24 @@ def record_group_metrics(groups: list[RolloutGroup], prefix: str, m: Means) -> N
             m.add(f"{prefix}response/truncated", float(r.finish_reason == "length"))
 
 
+def write_samples(path: Path, step: int, groups: list[RolloutGroup], k: int = 4) -> None:
+    """Append the first rollout of up to k groups: what the model saw, wrote and was rewarded."""
+    import json
+
+    with path.open("a") as f:
+        for g in groups[:k]:
+            r = g.rollouts[0] if g.rollouts else None
+            if r is None:
+                continue
+            text = [c.get("text", "<image>") for msg in g.prompt.messages
+                    for c in (msg["content"] if isinstance(msg["content"], list) else [{"text": msg["content"]}])]
+            f.write(json.dumps({
+                "step": step, "uid": g.prompt.uid, "kind": g.prompt.kind, "prompt": " ".join(text),
+                "label": g.prompt.label, "response": r.text, "extracted": r.reward.extracted if r.reward else None,
+                "reward": r.reward.parts if r.reward else None, "finish_reason": r.finish_reason,
+            }) + "\n")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -429,6 +447,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         mine = policy[dist.rank :: dist.world_size] + aux
         train_policy = spark is None or cfg.spark.train_on_policy
         groups = trainer.run_phase(mine, experts[dist.rank :: dist.world_size], n, "", m, train=train_policy)
+        every = cfg.logging.log_samples_every
+        if dist.is_main and every and (step == 1 or step % every == 0):
+            write_samples(run_dir / "samples.jsonl", step, groups)
         if spark is not None:
             spark.after_policy_step(trainer, groups, step, m)
         state.bad_steps_in_a_row = state.bad_steps_in_a_row + 1 if trainer._bad_in_step else 0

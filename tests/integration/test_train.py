@@ -1,5 +1,6 @@
 """The real trainer end to end on the builtin tiny models (CPU, single process)."""
 
+import json
 import math
 
 import pytest
@@ -28,6 +29,9 @@ def test_two_steps_change_every_parameter(tmp_path, model):
     unchanged = [name for name, p in before.named_parameters() if torch.equal(p.detach(), after[name].to(p.dtype))]
     assert not unchanged, f"parameters that did not change: {unchanged}"
     assert (run / "summary.md").exists() and (run / "curves.png").exists()
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples and samples[0]["step"] == 1 and "<image>" in samples[0]["prompt"]
+    assert {"response", "label", "reward", "extracted"} <= set(samples[0])
     assert any((run / "tensorboard").iterdir())
 
 
