@@ -95,25 +95,20 @@ def letter_for_text(text: str, choices: list[str]) -> str | None:
     return hits[0] if len(set(hits)) == 1 else None
 
 
-def gold_letters(gold: str, choices: list[str] | None) -> frozenset[str] | None:
-    """Gold as a letter set: from letters ("B", "A, C", "AC" with choices) or from an option's text."""
-    letters = parse_letters(gold, allowed_letters(choices), allow_compact=bool(choices))
+def _as_letters(text: str, choices: list[str] | None, compact: bool) -> frozenset[str] | None:
+    """Letters ("B", "A, C"; "AC" when `compact`), else the text of exactly one option, as a letter set."""
+    letters = parse_letters(text, allowed_letters(choices), allow_compact=compact)
     if letters is not None:
         return letters
-    if choices:
-        letter = letter_for_text(gold, choices)
-        if letter is not None:
-            return frozenset(letter)
-    return None
+    letter = letter_for_text(text, choices) if choices else None
+    return frozenset(letter) if letter is not None else None
+
+
+def gold_letters(gold: str, choices: list[str] | None) -> frozenset[str] | None:
+    """Gold as a letter set: from letters ("B", "A, C", "AC" with choices) or from an option's text."""
+    return _as_letters(gold, choices, compact=bool(choices))
 
 
 def pred_letters(pred: str, choices: list[str] | None, *, multi_gold: bool) -> frozenset[str] | None:
     """Prediction as a letter set: letters first, else the text of exactly one option."""
-    letters = parse_letters(pred, allowed_letters(choices), allow_compact=multi_gold)
-    if letters is not None:
-        return letters
-    if choices:
-        letter = letter_for_text(pred, choices)
-        if letter is not None:
-            return frozenset(letter)
-    return None
+    return _as_letters(pred, choices, compact=multi_gold)
