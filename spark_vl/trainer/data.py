@@ -106,7 +106,6 @@ class PromptSource:
         out: list[Prompt] = []
         failures = 0
         while len(out) < k:
-            rows, root = None, None
             source, index = pick(sampler.next())
             rows, root = self.sources[source]
             prompt = self.build(rows[index], root)

@@ -123,10 +123,9 @@ class Trainer:
                 continue
             adv = adv_fn(torch.tensor([g.rewards], dtype=torch.float32), self.cfg.algorithm)[0].tolist()
             enc = encode(g.prompt)
-            weight = g.prompt.meta.get("loss_weight", 1.0)
             for r, a in zip(g.rollouts, adv):
                 if r.token_ids:
-                    seqs.append(Sequence(enc, list(r.token_ids), advantage=a, weight=weight))
+                    seqs.append(Sequence(enc, list(r.token_ids), advantage=a))
         tok = self.processor.tokenizer
         for p in experts:
             ids = tok(p.sample.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -138,7 +137,7 @@ class Trainer:
         return [seqs[i : i + size] for i in range(0, len(seqs), size)]
 
     @torch.no_grad()
-    def fill_logprobs(self, seqs: list[Sequence], m: Means) -> None:
+    def fill_logprobs(self, seqs: list[Sequence]) -> None:
         """Old (pre-update) and reference log-probs of every response token."""
         pad = self.processor.tokenizer.pad_token_id
         self.model.eval()
@@ -205,8 +204,6 @@ class Trainer:
                             m.add("actor/lr", lr)
                     else:
                         self.engine.step()
-                if bad:
-                    self._bad_in_step = True
 
     def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn, m: Means) -> torch.Tensor:
         a = self.cfg.algorithm
@@ -252,7 +249,7 @@ class Trainer:
         if not train:
             return groups
         seqs = self.sequences(groups, experts)
-        self.fill_logprobs(seqs, m)
+        self.fill_logprobs(seqs)
         t3 = time.perf_counter()
         global_sequences = self.cfg.trainer.prompts_per_step * n
         self.update(seqs, max(1, global_sequences // self.cfg.trainer.sequences_per_optimizer_step), m)
@@ -427,6 +424,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
                            cfg.logging.wandb_project if cfg.logging.wandb else None, resume_step=state.step)
     trainer = Trainer(cfg, dist, engine, reference, processor, rollout, state, dtype)
     start_time = time.perf_counter()
+
     def run_eval() -> dict[str, float]:
         metrics = trainer.evaluate(val_prompts, benchmarks)
         return {**metrics, **(spark.evaluate_judge(trainer, val_prompts) if spark is not None else {})}
@@ -437,12 +435,11 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     n = cfg.rollout.samples_per_prompt
     for step in range(state.step + 1, cfg.trainer.rollout_steps + 1):
         m = Means()
-        trainer._bad_in_step = False
+        skipped_before = state.skipped_updates
         t0 = time.perf_counter()
-        policy_count = cfg.trainer.prompts_per_step
         aux: list[Prompt] = spark.take_mixed(step) if spark is not None else []
         n_aux = int(all_reduce_sum([len(aux)], dist.device)[0])
-        policy = source.next_prompts(policy_count - n_aux)
+        policy = source.next_prompts(cfg.trainer.prompts_per_step - n_aux)
         experts = source.next_experts(cfg.algorithm.sft_prompts_per_step)
         mine = policy[dist.rank :: dist.world_size] + aux
         train_policy = spark is None or cfg.spark.train_on_policy
@@ -452,7 +449,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             write_samples(run_dir / "samples.jsonl", step, groups)
         if spark is not None:
             spark.after_policy_step(trainer, groups, step, m)
-        state.bad_steps_in_a_row = state.bad_steps_in_a_row + 1 if trainer._bad_in_step else 0
+        bad_step = state.skipped_updates > skipped_before  # a phase of this step skipped an update
+        state.bad_steps_in_a_row = state.bad_steps_in_a_row + 1 if bad_step else 0
         if state.bad_steps_in_a_row >= cfg.trainer.max_bad_steps:
             raise TrainingAborted(
                 f"non-finite loss in {state.bad_steps_in_a_row} consecutive steps (last: step {step}); "
@@ -463,16 +461,14 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         metrics["data/skipped_rows"] = float(sum(source.skipped.values()))
         metrics["data/epoch"] = float(source.epoch())
         state.step = step
-        if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0 and step != cfg.trainer.rollout_steps:
-            metrics.update(run_eval())
-        if step == cfg.trainer.rollout_steps:
+        last = step == cfg.trainer.rollout_steps
+        if last or (cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0):
             metrics.update(run_eval())
         logger.log(step, metrics)
         progress.update(1)
         progress.set_postfix({k.split("/")[-1]: f"{metrics[k]:.3g}" for k in
                               ("reward/mean", "reward/accuracy", "response/length_mean", "eval/accuracy")
                               if k in metrics and math.isfinite(metrics[k])})
-        last = step == cfg.trainer.rollout_steps
         if last or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
             state.algorithm["spark"] = spark.state_dict() if spark is not None else {}
             ckpt.save_checkpoint(engine, processor, run_dir, step, {"state": state, "data": source.state_dict()},
