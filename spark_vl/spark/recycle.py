@@ -33,6 +33,7 @@ from typing import Literal
 
 from spark_vl.config import SparkConfig
 from spark_vl.rewards.extract import extract_answer
+from spark_vl.rewards.verify import verify
 from spark_vl.spark.templates import (
     NEGATIVE_VERDICT,
     POSITIVE_VERDICT,
@@ -58,6 +59,9 @@ class RecycleStats:
     skipped_empty_groups: int = 0  # groups with no scored rollout
     judge_skipped_no_answer: int = 0  # no rollout of the group has a final answer to show
     pairwise_fallback: int = 0  # pairwise drawn, but every correct/wrong pair had identical answers -> pointwise
+    balance_borrowed_wrong: int = 0  # balance_pointwise: Yes items turned No by showing another group's wrong answer
+    balance_gold_shown: int = 0  # balance_pointwise: No items turned Yes by showing the gold answer
+    balance_unmatched: int = 0  # balance_pointwise: a Yes item had no other group's answer that is wrong for it
     reflect_skipped_no_answer: int = 0  # the group has wrong rollouts, none with a final answer
     reflect_skipped_no_template: int = 0  # a correct-rollout reflection needs a neutral template and there is none
     judge_candidates: int = 0
@@ -150,10 +154,34 @@ def _same(a: str | None, b: str | None) -> bool:
 def _pointwise(
     group: _Group, i: int, cfg: SparkConfig, templates: TemplateSet, rng: random.Random, step: int
 ) -> Prompt:
+    return _pointwise_shown(group, _shown(group, i, cfg.judge_input), group.answers[i], group.correct[i],
+                            cfg, templates, rng, step)
+
+
+def _pointwise_shown(
+    group: _Group,
+    shown: str,
+    shown_answer: str | None,
+    is_correct: bool,
+    cfg: SparkConfig,
+    templates: TemplateSet,
+    rng: random.Random,
+    step: int,
+    balanced: str | None = None,
+) -> Prompt:
     kind = "pointwise_ab" if rng.random() < cfg.pointwise_ab_prob else "pointwise_yes_no"
     verdict_kind = VERDICT_KIND[kind]
-    is_correct = group.correct[i]
     label = POSITIVE_VERDICT[verdict_kind] if is_correct else NEGATIVE_VERDICT[verdict_kind]
+    meta = {
+        "judge_form": "pointwise",
+        "verdict_kind": verdict_kind,
+        "shown_correct": is_correct,
+        "shown_answers": [shown_answer],
+        "judge_input": cfg.judge_input,
+        "step": step,
+    }
+    if balanced:
+        meta["balanced"] = balanced
     return make_aux_prompt(
         group.prompt,
         rng.choice(templates.get(kind)),
@@ -161,15 +189,8 @@ def _pointwise(
         kind="judge",
         label=label,
         answer_type=verdict_kind,
-        meta={
-            "judge_form": "pointwise",
-            "verdict_kind": verdict_kind,
-            "shown_correct": is_correct,
-            "shown_answers": [group.answers[i]],
-            "judge_input": cfg.judge_input,
-            "step": step,
-        },
-        answer=_shown(group, i, cfg.judge_input),
+        meta=meta,
+        answer=shown,
     )
 
 
@@ -246,6 +267,53 @@ def _reflection(
     )
 
 
+def _borrowed_wrong(group: _Group, others: list[_Group], rng: random.Random) -> str | None:
+    """A final answer from another group (the same category when it has one) that the verifier rejects for
+    `group`'s question, or None."""
+    src = group.prompt.sample
+    pool = [(g, a) for g in others if g is not group and g.prompt.sample.category == src.category
+            for a in dict.fromkeys(a for a in g.answers if a is not None)]
+    rng.shuffle(pool)
+    for _, answer in pool:
+        if not verify(answer, src.answer, answer_type=src.answer_type, choices=src.choices,
+                      precision=src.precision, tolerance=src.tolerance):
+            return answer
+    return None
+
+
+def _balance_pointwise(
+    judgments: list[Prompt], groups: dict[str, _Group], cfg: SparkConfig, templates: TemplateSet,
+    rng: random.Random, step: int, stats: RecycleStats,
+) -> list[Prompt]:
+    """Make a step's pointwise items half "correct answer shown" and half "wrong answer shown" (to within one).
+
+    On-policy groups skew the labels by task: a mastered task yields only Yes items, a failed one only No, and a
+    small judge then learns the task prior instead of checking the answer. Surplus Yes items show instead another
+    group's final answer that the verifier rejects for this question (same category first: a plausible wrong
+    answer); surplus No items show the gold answer. Pairwise items are untouched (their slot is already random).
+    """
+    pointwise = [i for i, p in enumerate(judgments) if p.meta["judge_form"] == "pointwise"]
+    pos = [i for i in pointwise if judgments[i].meta["shown_correct"]]
+    neg = [i for i in pointwise if not judgments[i].meta["shown_correct"]]
+    flip = (len(pos) - len(neg)) // 2
+    out = list(judgments)
+    valid = list(groups.values())
+    for i in rng.sample(pos, flip) if flip > 0 else rng.sample(neg, -flip) if flip < 0 else []:
+        group = groups[out[i].meta["origin_uid"]]
+        if flip > 0:
+            wrong = _borrowed_wrong(group, valid, rng)
+            if wrong is None:
+                stats.balance_unmatched += 1
+                continue
+            out[i] = _pointwise_shown(group, wrong, wrong, False, cfg, templates, rng, step, balanced="borrowed_wrong")
+            stats.balance_borrowed_wrong += 1
+        else:
+            gold = group.prompt.sample.answer
+            out[i] = _pointwise_shown(group, gold, gold, True, cfg, templates, rng, step, balanced="gold_shown")
+            stats.balance_gold_shown += 1
+    return out
+
+
 def _keep(n: int, cap: int, rng: random.Random) -> list[int]:
     """Indices 0..n-1 kept under `cap`, a seeded random subsample in ascending order."""
     cap = max(0, cap)
@@ -282,6 +350,8 @@ def recycle(
     stats.judge_candidates = len(judged)
     judgments = [judged[i] for i in _keep(len(judged), cfg.judgment_cap, rng)]
     stats.judge_dropped_cap = len(judged) - len(judgments)
+    if cfg.balance_pointwise:
+        judgments = _balance_pointwise(judgments, {g.prompt.uid: g for g in valid}, cfg, templates, rng, step, stats)
     for p in judgments:
         setattr(stats, p.meta["judge_form"], getattr(stats, p.meta["judge_form"]) + 1)
 

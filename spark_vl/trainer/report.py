@@ -43,19 +43,7 @@ def write_report(cfg: Config, run_dir: Path, history: list[dict], plan: Derived,
         "",
     ]
     if evals:
-        first, final = evals[0], evals[-1]
-        lines += [
-            "## Held-out accuracy",
-            "",
-            "| step | accuracy | format | mean length |",
-            "|---|---|---|---|",
-            *[f"| {h['step']} | {_fmt(h['eval/accuracy'])} | {_fmt(h.get('eval/format', float('nan')))} | "
-              f"{_fmt(h.get('eval/length', float('nan')))} |" for h in evals],
-            "",
-            f"Before training: **{first['eval/accuracy']:.3f}**, after: **{final['eval/accuracy']:.3f}** "
-            f"({len_val(cfg)} held-out prompts, greedy).",
-            "",
-        ]
+        lines += _eval_section(cfg, evals)
     lines += ["## Final step metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(last[k])} |" for k in KEY_METRICS if k in last]
     if skipped_examples:
@@ -77,6 +65,29 @@ def write_report(cfg: Config, run_dir: Path, history: list[dict], plan: Derived,
     out = run_dir / "summary.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _eval_section(cfg: Config, evals: list[dict]) -> list[str]:
+    """The held-out table (with the judge's columns when the run measured its own judge) and before/after lines."""
+    judge = any("eval/judge_auc" in h for h in evals)
+    nan = float("nan")
+    head = "| step | accuracy | format | mean length |" + (" judge accuracy | judge AUC |" if judge else "")
+    rows = []
+    for h in evals:
+        row = f"| {h['step']} | {_fmt(h['eval/accuracy'])} | {_fmt(h.get('eval/format', nan))} | " \
+              f"{_fmt(h.get('eval/length', nan))} |"
+        if judge:
+            row += f" {_fmt(h.get('eval/judge_accuracy', nan))} | {_fmt(h.get('eval/judge_auc', nan))} |"
+        rows.append(row)
+    first, final = evals[0], evals[-1]
+    lines = ["## Held-out accuracy", "", head, "|---" * head.count(" |") + "|", *rows, "",
+             f"Before training: **{first['eval/accuracy']:.3f}**, after: **{final['eval/accuracy']:.3f}** "
+             f"({len_val(cfg)} held-out prompts, greedy).", ""]
+    if judge:
+        lines += [f"Own judge (P(Yes) on the gold vs another row's answer, chance 0.5): accuracy "
+                  f"**{first.get('eval/judge_accuracy', nan):.3f}** -> **{final.get('eval/judge_accuracy', nan):.3f}**"
+                  f", AUC **{first.get('eval/judge_auc', nan):.3f}** -> **{final.get('eval/judge_auc', nan):.3f}**.", ""]
+    return lines
 
 
 def len_val(cfg: Config) -> int:

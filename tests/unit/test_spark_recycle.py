@@ -292,3 +292,43 @@ def test_never_crashes_on_odd_groups(n_images):
     weird = [("", False), (None, True), ("\\boxed{}", False), ("x" * 5000, False)]
     res = recycle([group(p, weird)], cfg(), random.Random(0), 0)
     assert res.stats.groups == 1
+
+
+def test_balance_pointwise_turns_surplus_yes_into_borrowed_wrong_answers():
+    # Six all-correct groups (Yes items only) over two answers: balancing turns three of them into No items
+    # that show another group's answer, which the verifier rejects for this question.
+    prompts = [policy(f"b{i}", answer=str(3 + i % 2)) for i in range(6)]
+    groups = [group(p, [(p.sample.answer, True)] * 4) for p in prompts]
+    res = recycle(groups, cfg(pointwise_prob=1.0, balance_pointwise=True), random.Random(0), step=2)
+    judged = res.judge_prompts
+    assert len(judged) == 6
+    shown = [(j.meta["shown_correct"], j.meta["shown_answers"][0], j.sample.meta["origin_uid"]) for j in judged]
+    assert sum(c for c, _, _ in shown) == 3 and res.stats.balance_borrowed_wrong == 3
+    gold = {p.uid: p.sample.answer for p in prompts}
+    for j, (is_correct, answer, origin) in zip(judged, shown, strict=True):
+        assert (answer == gold[origin]) is is_correct
+        assert j.label == {"yes_no": ("No", "Yes"), "ab": ("B", "A")}[j.meta["verdict_kind"]][is_correct]
+        assert (j.meta.get("balanced") == "borrowed_wrong") is (not is_correct)
+        assert f"{answer}" in prompt_text(j)
+
+
+def test_balance_pointwise_shows_gold_for_surplus_no_and_counts_unmatched():
+    wrong = [policy(f"w{i}") for i in range(4)]  # all-wrong groups: No items only
+    groups = [group(p, ALL_WRONG) for p in wrong]
+    res = recycle(groups, cfg(pointwise_prob=1.0, balance_pointwise=True, reflection_cap=0), random.Random(3), 0)
+    labels = [j.meta["shown_correct"] for j in res.judge_prompts]
+    assert sorted(labels) == [False, False, True, True] and res.stats.balance_gold_shown == 2
+    assert all(j.meta["shown_answers"] == ["3"] for j in res.judge_prompts if j.meta["shown_correct"])
+
+    # Every group has the same gold: no other group's answer is wrong for it, so nothing is borrowed.
+    same = [group(policy(f"s{i}"), ALL_CORRECT) for i in range(4)]
+    res = recycle(same, cfg(balance_pointwise=True), random.Random(0), step=0)
+    assert all(j.meta["shown_correct"] for j in res.judge_prompts)
+    assert (res.stats.balance_unmatched, res.stats.balance_borrowed_wrong) == (2, 0)
+
+
+def test_balance_pointwise_off_by_default_keeps_reference_labels():
+    prompts = [policy(f"r{i}", answer=str(3 + i)) for i in range(6)]
+    groups = [group(p, [(p.sample.answer, True)] * 4) for p in prompts]
+    res = recycle(groups, cfg(), random.Random(0), step=0)
+    assert all(j.meta["shown_correct"] for j in res.judge_prompts) and res.stats.balance_borrowed_wrong == 0
