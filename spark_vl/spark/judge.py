@@ -123,13 +123,8 @@ def judge_score(
     """
     if not prompts:
         return []
-    judge = judge_prompts(prompts, list(responses), form, template, templates_root)
-    positive, negative = VERDICT_TOKENS[form]
-    rows = []
-    for p in judge:
-        text = render(p, processor) + prefix
-        drop, pos_id, neg_id = verdict_split(processor.tokenizer, text, positive, negative)
-        rows.append((p, text, drop, pos_id, neg_id))
+    rows = verdict_rows(processor, judge_prompts(prompts, list(responses), form, template, templates_root),
+                        form, prefix)
     size = batch_size or len(rows)
     scores: list[float] = []
     was_training = model.training
@@ -142,8 +137,24 @@ def judge_score(
     return scores
 
 
+def verdict_rows(processor, judge: list[Prompt], form: str = "pointwise", prefix: str = "\\boxed{") -> list[tuple]:
+    """Per judge prompt: (prompt, text with the pre-filled `prefix`, tokens to drop, positive id, negative id)."""
+    positive, negative = VERDICT_TOKENS[form]
+    rows = []
+    for p in judge:
+        text = render(p, processor) + prefix
+        drop, pos_id, neg_id = verdict_split(processor.tokenizer, text, positive, negative)
+        rows.append((p, text, drop, pos_id, neg_id))
+    return rows
+
+
 def _score_rows(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> list[float]:
-    """Left-pad the per-row processor outputs (each cut before its verdict token) and run one forward pass."""
+    return torch.softmax(verdict_logits(model, processor, rows).float(), dim=1)[:, 0].tolist()
+
+
+def verdict_logits(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> torch.Tensor:
+    """[B, 2] logits of the (positive, negative) verdict tokens: the per-row processor outputs (each cut before
+    its verdict token) left-padded into one forward pass. Differentiable: no grad mode is set here."""
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     encoded = []
@@ -175,8 +186,7 @@ def _score_rows(model, processor, rows: list[tuple[Prompt, str, int, int, int]])
     logits_BV = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
     pos = torch.tensor([r[3] for r in rows], device=logits_BV.device)
     neg = torch.tensor([r[4] for r in rows], device=logits_BV.device)
-    pair_B2 = torch.stack([logits_BV.gather(1, pos[:, None])[:, 0], logits_BV.gather(1, neg[:, None])[:, 0]], dim=1)
-    return torch.softmax(pair_B2, dim=1)[:, 0].tolist()
+    return torch.stack([logits_BV.gather(1, pos[:, None])[:, 0], logits_BV.gather(1, neg[:, None])[:, 0]], dim=1)
 
 
 def best_of_n(

@@ -84,9 +84,10 @@ def _eval_section(cfg: Config, evals: list[dict]) -> list[str]:
              f"Before training: **{first['eval/accuracy']:.3f}**, after: **{final['eval/accuracy']:.3f}** "
              f"({len_val(cfg)} held-out prompts, greedy).", ""]
     if judge:
+        acc = [h.get("eval/judge_accuracy", nan) for h in (first, final)]
+        auc = [h.get("eval/judge_auc", nan) for h in (first, final)]
         lines += [f"Own judge (P(Yes) on the gold vs another row's answer, chance 0.5): accuracy "
-                  f"**{first.get('eval/judge_accuracy', nan):.3f}** -> **{final.get('eval/judge_accuracy', nan):.3f}**"
-                  f", AUC **{first.get('eval/judge_auc', nan):.3f}** -> **{final.get('eval/judge_auc', nan):.3f}**.", ""]
+                  f"**{acc[0]:.3f}** -> **{acc[1]:.3f}**, AUC **{auc[0]:.3f}** -> **{auc[1]:.3f}**.", ""]
     return lines
 
 
