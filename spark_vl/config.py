@@ -119,7 +119,7 @@ class SparkConfig:
     pairwise_a_prob: float = 0.5  # pairwise: probability that the correct answer sits in slot A
     judge_input: Literal["answer", "cot"] = "answer"  # judge prompts show the final answer or the full response
     # Our addition, off = reference: equal numbers of correct- and wrong-answer pointwise items per step (surplus
-    # Yes items show another group's rejected answer, surplus No items the gold; docs/SPARK.md §3).
+    # Yes items show another group's rejected answer, surplus No items the gold; docs/SPARK.md §1).
     balance_pointwise: bool = False
     mixed_share: float = 0.5  # schedule=mixed: share of each step's prompts that are auxiliary
     max_age: int = 4  # auxiliary prompts older than this many policy steps are dropped

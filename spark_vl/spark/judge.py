@@ -149,7 +149,7 @@ def verdict_rows(processor, judge: list[Prompt], form: str = "pointwise", prefix
 
 
 def _score_rows(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> list[float]:
-    return torch.softmax(verdict_logits(model, processor, rows).float(), dim=1)[:, 0].tolist()
+    return torch.softmax(verdict_logits(model, processor, rows), dim=1)[:, 0].tolist()
 
 
 def verdict_logits(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> torch.Tensor:

@@ -268,13 +268,12 @@ def _reflection(
 
 
 def _borrowed_wrong(group: _Group, others: list[_Group], rng: random.Random) -> str | None:
-    """A final answer from another group (the same category when it has one) that the verifier rejects for
-    `group`'s question, or None."""
+    """A final answer from another group of the same category that the verifier rejects for `group`'s question."""
     src = group.prompt.sample
-    pool = [(g, a) for g in others if g is not group and g.prompt.sample.category == src.category
+    pool = [a for g in others if g is not group and g.prompt.sample.category == src.category
             for a in dict.fromkeys(a for a in g.answers if a is not None)]
     rng.shuffle(pool)
-    for _, answer in pool:
+    for answer in pool:
         if not verify(answer, src.answer, answer_type=src.answer_type, choices=src.choices,
                       precision=src.precision, tolerance=src.tolerance):
             return answer
@@ -289,7 +288,7 @@ def _balance_pointwise(
 
     On-policy groups skew the labels by task: a mastered task yields only Yes items, a failed one only No, and a
     small judge then learns the task prior instead of checking the answer. Surplus Yes items show instead another
-    group's final answer that the verifier rejects for this question (same category first: a plausible wrong
+    group's final answer of the same category that the verifier rejects for this question (a plausible wrong
     answer); surplus No items show the gold answer. Pairwise items are untouched (their slot is already random).
     """
     pointwise = [i for i, p in enumerate(judgments) if p.meta["judge_form"] == "pointwise"]
@@ -298,7 +297,7 @@ def _balance_pointwise(
     flip = (len(pos) - len(neg)) // 2
     out = list(judgments)
     valid = list(groups.values())
-    for i in rng.sample(pos, flip) if flip > 0 else rng.sample(neg, -flip) if flip < 0 else []:
+    for i in rng.sample(pos if flip > 0 else neg, abs(flip)):
         group = groups[out[i].meta["origin_uid"]]
         if flip > 0:
             wrong = _borrowed_wrong(group, valid, rng)
