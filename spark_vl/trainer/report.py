@@ -13,6 +13,9 @@ KEY_METRICS = ["reward/mean", "reward/accuracy", "reward/format", "response/leng
                "actor/kl", "actor/clipfrac", "actor/grad_norm", "actor/lr", "loss/policy", "loss/sft", "time/step"]
 
 
+JUDGE_COLUMNS = ["eval/judge_accuracy", "eval/judge_auc", "eval/judge_pairwise_accuracy"]
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
@@ -71,13 +74,15 @@ def _eval_section(cfg: Config, evals: list[dict]) -> list[str]:
     """The held-out table (with the judge's columns when the run measured its own judge) and before/after lines."""
     judge = any("eval/judge_auc" in h for h in evals)
     nan = float("nan")
-    head = "| step | accuracy | format | mean length |" + (" judge accuracy | judge AUC |" if judge else "")
+    head = "| step | accuracy | format | mean length |"
+    if judge:
+        head += " judge accuracy | judge AUC | pairwise judge accuracy |"
     rows = []
     for h in evals:
         row = f"| {h['step']} | {_fmt(h['eval/accuracy'])} | {_fmt(h.get('eval/format', nan))} | " \
               f"{_fmt(h.get('eval/length', nan))} |"
         if judge:
-            row += f" {_fmt(h.get('eval/judge_accuracy', nan))} | {_fmt(h.get('eval/judge_auc', nan))} |"
+            row += "".join(f" {_fmt(h.get(k, nan))} |" for k in JUDGE_COLUMNS)
         rows.append(row)
     first, final = evals[0], evals[-1]
     lines = ["## Held-out accuracy", "", head, "|---" * head.count(" |") + "|", *rows, "",

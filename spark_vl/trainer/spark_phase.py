@@ -113,22 +113,30 @@ class SparkPhase:
     @torch.no_grad()
     def evaluate_judge(self, trainer, prompts: list[Prompt]) -> dict[str, float]:
         """Held-out judge quality with no sampling: each question shown once with its gold answer and once
-        with another row's gold for the same task (a wrong answer), scored by the model's own P(Yes).
+        with another row's gold for the same task (a wrong answer), scored by the model's own P(Yes); and the
+        same two answers side by side in both orders, scored by its own P(A).
 
-        eval/judge_accuracy: share of the 2N judgments on the right side of 0.5 (chance 0.5 by construction);
-        eval/judge_auc: probability that a correct answer gets a higher P(Yes) than a wrong one.
+        eval/judge_accuracy: share of the 2N pointwise judgments on the right side of 0.5 (chance 0.5);
+        eval/judge_auc: probability that a correct answer gets a higher P(Yes) than a wrong one;
+        eval/judge_pairwise_accuracy: share of the 2N pairwise judgments that prefer the gold (chance 0.5);
+        eval/judge_pairwise_consistency: share of questions judged the same way in both orders.
         """
         pairs = wrong_answers(prompts)
         if not pairs:
             return {}
         shown = [p for p, _ in pairs]
-        right = judge_score(trainer.model, trainer.processor, shown, [p.sample.answer for p in shown])
-        wrong = judge_score(trainer.model, trainer.processor, shown, [w for _, w in pairs])
+        golds, wrongs = [p.sample.answer for p in shown], [w for _, w in pairs]
+        right = judge_score(trainer.model, trainer.processor, shown, golds)
+        wrong = judge_score(trainer.model, trainer.processor, shown, wrongs)
+        gold_a = judge_score(trainer.model, trainer.processor, shown, list(zip(golds, wrongs)), "pairwise")
+        gold_b = judge_score(trainer.model, trainer.processor, shown, list(zip(wrongs, golds)), "pairwise")
         correct = sum(r > 0.5 for r in right) + sum(w < 0.5 for w in wrong)
         auc = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
-        m = {"eval/judge_accuracy": correct / (2 * len(pairs)), "eval/judge_auc": auc,
-             "eval/judge_p_yes_correct": sum(right) / len(right), "eval/judge_p_yes_wrong": sum(wrong) / len(wrong)}
         n = float(len(pairs))
+        m = {"eval/judge_accuracy": correct / (2 * n), "eval/judge_auc": auc,
+             "eval/judge_p_yes_correct": sum(right) / n, "eval/judge_p_yes_wrong": sum(wrong) / n,
+             "eval/judge_pairwise_accuracy": (sum(a > 0.5 for a in gold_a) + sum(b < 0.5 for b in gold_b)) / (2 * n),
+             "eval/judge_pairwise_consistency": sum((a > 0.5) == (b < 0.5) for a, b in zip(gold_a, gold_b)) / n}
         totals = all_reduce_sum([v * n for v in m.values()] + [n], self.device)
         return {k: totals[i] / totals[-1] for i, k in enumerate(m)}
 

@@ -117,6 +117,7 @@ def test_spark_schedules_run_and_resume_keeps_queue(tmp_path, schedule, monkeypa
     assert all(m["spark/recycle/pointwise"] + m["spark/recycle/pairwise"] <= 4 for m in metrics[1:])
     for m in (metrics[0], metrics[-1]):  # held-out judge evaluation before and after training
         assert 0.0 <= m["eval/judge_accuracy"] <= 1.0 and 0.0 <= m["eval/judge_auc"] <= 1.0
+        assert 0.0 <= m["eval/judge_pairwise_accuracy"] <= 1.0
     summary = (run / "summary.md").read_text()
     assert "judge AUC" in summary and f"**{metrics[-1]['eval/judge_auc']:.3f}**." in summary
     if schedule == "alternate":

@@ -19,3 +19,30 @@ def test_label_experts_box_the_label_and_leave_originals_untouched():
     experts = label_experts(ps, 2)
     assert [e.sample.solution for e in experts] == ["\\boxed{Yes}", "\\boxed{B}"]
     assert all(e.kind == "expert" for e in experts) and ps[0].sample.solution is None and ps[0].kind == "policy"
+
+
+def test_evaluate_judge_metrics_by_hand(monkeypatch):
+    """Scripted scores: P(Yes) 0.9 on golds, 0.2 on wrong answers except 0.95 on "blue"; P(A) 0.8 when the gold
+    is in slot A, 0.6 when it is in slot B (a position bias that flips one of the two orders)."""
+    import types
+
+    from spark_vl.config import Config
+    from spark_vl.trainer import spark_phase
+
+    def fake(model, processor, prompts, responses, form="pointwise"):
+        golds = [p.sample.answer for p in prompts]
+        if form == "pointwise":
+            return [0.9 if r == g else 0.95 if r == "blue" else 0.2 for r, g in zip(responses, golds, strict=True)]
+        return [0.8 if a == g else 0.6 for (a, _), g in zip(responses, golds, strict=True)]
+
+    monkeypatch.setattr(spark_phase, "judge_score", fake)
+    monkeypatch.setattr(spark_phase, "all_reduce_sum", lambda values, device: values)
+    ps = [prompt("a", "red", "color"), prompt("c", "green", "color"), prompt("d", "blue", "color")]
+    # wrong answers: a -> green, c -> blue, d -> red
+    phase = spark_phase.SparkPhase(Config(), rank=0, world_size=1, device="cpu")
+    m = phase.evaluate_judge(types.SimpleNamespace(model=None, processor=None), ps)
+    assert m["eval/judge_accuracy"] == 5 / 6  # 3 golds > 0.5; wrong: 0.2, 0.95 (c's "blue"), 0.2
+    assert m["eval/judge_auc"] == 6 / 9  # every gold (0.9) beats both 0.2s and loses to 0.95
+    assert m["eval/judge_p_yes_correct"] == 0.9 and abs(m["eval/judge_p_yes_wrong"] - 1.35 / 3) < 1e-12
+    assert m["eval/judge_pairwise_accuracy"] == 0.5  # gold in A: 3 right; gold in B: P(A) 0.6 > 0.5, 3 wrong
+    assert m["eval/judge_pairwise_consistency"] == 0.0
