@@ -268,9 +268,12 @@ def _reflection(
 
 
 def _borrowed_wrong(group: _Group, others: list[_Group], rng: random.Random) -> str | None:
-    """A final answer from another group of the same category that the verifier rejects for `group`'s question."""
+    """A final answer from another group that the verifier rejects for `group`'s question. Only groups of the same
+    category and answer type qualify, so a wrong answer cannot be spotted by its form alone (a number shown for
+    a multiple-choice question)."""
     src = group.prompt.sample
-    pool = [a for g in others if g is not group and g.prompt.sample.category == src.category
+    kind = (src.category, src.answer_type)
+    pool = [a for g in others if g is not group and (g.prompt.sample.category, g.prompt.sample.answer_type) == kind
             for a in dict.fromkeys(a for a in g.answers if a is not None)]
     rng.shuffle(pool)
     for answer in pool:

@@ -332,3 +332,23 @@ def test_balance_pointwise_off_by_default_keeps_reference_labels():
     groups = [group(p, [(p.sample.answer, True)] * 4) for p in prompts]
     res = recycle(groups, cfg(), random.Random(0), step=0)
     assert all(j.meta["shown_correct"] for j in res.judge_prompts) and res.stats.balance_borrowed_wrong == 0
+
+
+def test_balance_pointwise_borrows_only_answers_of_the_same_form():
+    # Two integer questions and one multiple-choice question, all without a category: the choice question's
+    # answer is never borrowed for an integer question (its form alone would give it away), and vice versa.
+    ints = [policy(f"i{i}", answer=str(3 + i)) for i in range(2)]
+    choice = Sample(uid="mc", problem="Which?", answer="B", choices=["1", "2"], answer_type="choice",
+                    images=[Image.new("RGB", (28, 28))])
+    mc = build_prompt(choice, template=FORMAT, images=choice.images)
+    groups = [group(p, [(p.sample.answer, True)] * 4) for p in [*ints, mc]]
+    borrowed = unmatched = 0
+    for seed in range(20):
+        res = recycle(groups, cfg(balance_pointwise=True), random.Random(seed), step=0)
+        for j in res.judge_prompts:
+            if j.meta.get("balanced") == "borrowed_wrong":
+                borrowed += 1
+                other = {"i0": "4", "i1": "3"}[j.meta["origin_uid"]]  # never "mc": no other choice question
+                assert j.meta["shown_answers"] == [other]
+        unmatched += res.stats.balance_unmatched
+    assert borrowed > 0 and unmatched > 0  # mc drawn for flipping: nothing of its form to borrow
