@@ -35,7 +35,7 @@ def test_demo_config_runs_through_cli(tmp_path, config):
 
 
 def test_spark_demo_judge_learns(tmp_path):
-    """The whole SPARK CPU demo (about 8 minutes): the policy masters the colour task and its own judge, scored on
+    """The whole SPARK CPU demo (about 9 minutes): the policy masters the colour task and its own judge, scored on
     held-out questions shown with the gold and with a wrong answer, rises from chance (docs/SPARK.md §11)."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "spark_vl.cli", "train", "--config", "configs/demo_cpu_spark.yaml",
