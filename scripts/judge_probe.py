@@ -20,6 +20,7 @@ from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.models.tiny import build_tiny
 from spark_vl.spark.judge import judge_prompts, judge_score, verdict_logits, verdict_rows
+from spark_vl.spark.metrics import verdict_separation
 from spark_vl.trainer.spark_phase import wrong_answers
 
 
@@ -29,8 +30,8 @@ def held_out_judge(model, processor, prompts) -> tuple[float, float]:
     shown = [p for p, _ in pairs]
     right = judge_score(model, processor, shown, [p.sample.answer for p in shown])
     wrong = judge_score(model, processor, shown, [w for _, w in pairs])
-    auc = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
-    return auc, (sum(r > 0.5 for r in right) + sum(w < 0.5 for w in wrong)) / (2 * len(pairs))
+    accuracy, auc = verdict_separation(right, wrong)
+    return auc, accuracy
 
 
 def main() -> None:

@@ -9,7 +9,13 @@ See docs/SPARK.md for the rules, the knobs and what differs from the reference c
 """
 
 from spark_vl.spark.judge import best_of_n, judge_prompts, judge_score
-from spark_vl.spark.metrics import JudgeMetrics, brier_score, expected_calibration_error, judge_metrics
+from spark_vl.spark.metrics import (
+    JudgeMetrics,
+    brier_score,
+    expected_calibration_error,
+    judge_metrics,
+    verdict_separation,
+)
 from spark_vl.spark.queue import AuxQueue, QueueStats, prompt_from_state, prompt_to_state
 from spark_vl.spark.recycle import RecycleResult, RecycleStats, recycle
 from spark_vl.spark.templates import TemplateSet, load_templates
@@ -27,6 +33,7 @@ __all__ = [
     "best_of_n",
     "brier_score",
     "expected_calibration_error",
+    "verdict_separation",
     "judge_metrics",
     "judge_prompts",
     "judge_score",

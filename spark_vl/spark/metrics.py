@@ -52,6 +52,16 @@ def expected_calibration_error(probs: Sequence[float], labels: Sequence[float | 
     return sum(c / n * abs(s_y / c - s_p / c) for c, s_p, s_y in totals if c)
 
 
+def verdict_separation(high: Sequence[float], low: Sequence[float]) -> tuple[float, float]:
+    """(accuracy, AUC) of scores that should be above 0.5 on `high` and below it on `low`: accuracy is the share of
+    all scores on the right side of 0.5, AUC the probability that a `high` score beats a `low` one (ties 1/2)."""
+    if not high or not low:
+        raise ValueError("verdict_separation needs scores on both sides")
+    accuracy = (sum(h > 0.5 for h in high) + sum(x < 0.5 for x in low)) / (len(high) + len(low))
+    auc = sum((h > x) + 0.5 * (h == x) for h in high for x in low) / (len(high) * len(low))
+    return accuracy, auc
+
+
 def brier_score(probs: Sequence[float], labels: Sequence[float | int | bool]) -> float:
     """Mean squared difference between probability and 0/1 label (NaN for no data)."""
     if len(probs) != len(labels):

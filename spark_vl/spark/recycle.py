@@ -291,8 +291,9 @@ def _balance_pointwise(
 
     On-policy groups skew the labels by task: a mastered task yields only Yes items, a failed one only No, and a
     small judge then learns the task prior instead of checking the answer. Surplus Yes items show instead another
-    group's final answer of the same category that the verifier rejects for this question (a plausible wrong
-    answer); surplus No items show the gold answer. Pairwise items are untouched (their slot is already random).
+    group's final answer of the same category and answer type that the verifier rejects for this question (a
+    plausible wrong answer); surplus No items show the gold answer. Pairwise items are untouched (their slot is
+    already random).
     """
     pointwise = [i for i, p in enumerate(judgments) if p.meta["judge_form"] == "pointwise"]
     pos = [i for i in pointwise if judgments[i].meta["shown_correct"]]

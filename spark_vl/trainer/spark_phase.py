@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 
 from spark_vl.config import Config
-from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle
+from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle, verdict_separation
 from spark_vl.trainer.engine import all_reduce_sum
 from spark_vl.types import Prompt, RolloutGroup
 
@@ -130,12 +130,11 @@ class SparkPhase:
         wrong = judge_score(trainer.model, trainer.processor, shown, wrongs)
         gold_a = judge_score(trainer.model, trainer.processor, shown, list(zip(golds, wrongs)), "pairwise")
         gold_b = judge_score(trainer.model, trainer.processor, shown, list(zip(wrongs, golds)), "pairwise")
-        correct = sum(r > 0.5 for r in right) + sum(w < 0.5 for w in wrong)
-        auc = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
+        accuracy, auc = verdict_separation(right, wrong)
         n = float(len(pairs))
-        m = {"eval/judge_accuracy": correct / (2 * n), "eval/judge_auc": auc,
+        m = {"eval/judge_accuracy": accuracy, "eval/judge_auc": auc,
              "eval/judge_p_yes_correct": sum(right) / n, "eval/judge_p_yes_wrong": sum(wrong) / n,
-             "eval/judge_pairwise_accuracy": (sum(a > 0.5 for a in gold_a) + sum(b < 0.5 for b in gold_b)) / (2 * n),
+             "eval/judge_pairwise_accuracy": verdict_separation(gold_a, gold_b)[0],
              "eval/judge_pairwise_consistency": sum((a > 0.5) == (b < 0.5) for a, b in zip(gold_a, gold_b)) / n}
         totals = all_reduce_sum([v * n for v in m.values()] + [n], self.device)
         return {k: totals[i] / totals[-1] for i, k in enumerate(m)}

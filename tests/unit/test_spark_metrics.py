@@ -83,3 +83,13 @@ def test_empty_metrics_have_no_values():
         "spark/judge/pointwise_prompts": 0, "spark/judge/pointwise_rollouts": 0, "spark/judge/pairwise_prompts": 0,
         "spark/judge/pairwise_rollouts": 0, "spark/judge/reflect_prompts": 0, "spark/judge/reflect_rollouts": 0,
     }
+
+
+def test_verdict_separation_by_hand():
+    from spark_vl.spark.metrics import verdict_separation
+
+    # high: 0.9 right, 0.4 wrong side; low: 0.2 right, 0.4 right, 0.9 wrong side -> 3 of 5 on the right side.
+    # pairs (high > low): 0.9 beats 0.2, 0.4; ties 0.9 = 0.9 (1/2); 0.4 beats 0.2, ties 0.4 (1/2) -> 4 of 6.
+    assert verdict_separation([0.9, 0.4], [0.2, 0.4, 0.9]) == (3 / 5, 4 / 6)
+    with pytest.raises(ValueError):
+        verdict_separation([], [0.1])
