@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: str = "hf"  # hf, or a "package.module:Class" engine (spark_vl/rollout/__init__.py)
     samples_per_prompt: int = 4  # n rollouts per prompt (the GRPO group size)
     temperature: float = 1.0
     top_p: float = 1.0
@@ -418,6 +419,25 @@ def validate(cfg: Config, world_size: int = 1) -> None:
             f"trainer.sequences_per_optimizer_step={t.sequences_per_optimizer_step} must divide the sequences of "
             f"one rollout step (trainer.prompts_per_step x rollout.samples_per_prompt = {rollout_sequences})"
         )
+    if cfg.spark.enabled and cfg.spark.schedule == "alternate":
+        aux_n = cfg.spark.samples_per_prompt or r.samples_per_prompt
+        aux_sequences = t.prompts_per_step * aux_n
+        if aux_sequences % t.sequences_per_optimizer_step:
+            raise ConfigError(
+                f"trainer.sequences_per_optimizer_step={t.sequences_per_optimizer_step} must divide the sequences of "
+                f"one SPARK auxiliary phase (trainer.prompts_per_step x spark.samples_per_prompt = {aux_sequences})"
+            )
+    if cfg.spark.enabled and cfg.spark.schedule == "mixed":
+        if cfg.spark.samples_per_prompt not in (None, r.samples_per_prompt):
+            raise ConfigError(
+                f"spark.samples_per_prompt={cfg.spark.samples_per_prompt} differs from rollout.samples_per_prompt="
+                f"{r.samples_per_prompt}, but under spark.schedule=mixed auxiliary prompts share the policy batch "
+                "(one group size per step); leave spark.samples_per_prompt null or use schedule=alternate"
+            )
+    backends = ("hf",)
+    if r.backend not in backends and ":" not in r.backend:
+        hint = " (the vLLM backend is not implemented yet)" if r.backend == "vllm" else ""
+        raise ConfigError(f"rollout.backend={r.backend!r} is not a backend{hint}; choose hf or package.module:Class")
     per_rank = t.micro_batch_size * world_size
     if t.sequences_per_optimizer_step % per_rank:
         raise ConfigError(
@@ -432,28 +452,60 @@ def validate(cfg: Config, world_size: int = 1) -> None:
 
 @dataclass
 class Derived:
-    """Quantities computed from the config, printed at start and saved with the resolved config."""
+    """All batch arithmetic, computed once from the config; printed at start and saved with the resolved config.
+
+    Policy phase: `prompts_per_step` prompts x `rollout.samples_per_prompt` rollouts, dealt into optimizer steps
+    of `sequences_per_optimizer_step` sequences, `ppo_epochs` times. SPARK's alternate auxiliary phase trains
+    `aux_prompts_per_phase` recycled prompts x `aux_samples_per_prompt` the same way; under `mixed` they take
+    `aux_prompts_per_phase` of the policy batch instead. The recycling caps are per step over all ranks.
+    """
 
     world_size: int
-    sequences_per_rollout_step: int
-    grad_accum_steps: int
-    optimizer_steps_per_rollout_step: int
-    total_optimizer_steps: int
+    sequences_per_rollout_step: int  # policy sequences per step, all ranks
+    grad_accum_steps: int  # micro-batches per optimizer step per rank
+    optimizer_steps_per_rollout_step: int  # policy phase (0 when spark.train_on_policy is false)
+    aux_prompts_per_phase: int  # SPARK: alternate = one auxiliary phase; mixed = share of each batch; else 0
+    aux_samples_per_prompt: int
+    aux_optimizer_steps_per_phase: int  # alternate only (mixed trains auxiliary prompts in the policy steps)
+    judgment_cap: int  # judgment items built per step, all ranks
+    reflection_cap: int
+    total_optimizer_steps: int  # planned: the LR schedule spans these
     warmup_steps: int
 
 
-def derived(cfg: Config, world_size: int = 1, aux_optimizer_steps: int = 0) -> Derived:
-    """Derived batch arithmetic. `aux_optimizer_steps` adds SPARK's auxiliary-phase updates to the total,
-    so the LR schedule spans every optimizer step actually taken (the reference code's schedule does not)."""
-    t = cfg.trainer
-    sequences = t.prompts_per_step * cfg.rollout.samples_per_prompt
-    per_step = cfg.algorithm.ppo_epochs * sequences // t.sequences_per_optimizer_step
-    total = per_step * t.rollout_steps + aux_optimizer_steps
+def derived(cfg: Config, world_size: int = 1) -> Derived:
+    """Derived batch arithmetic (see `Derived`). The total counts an auxiliary phase after every policy step
+    under `alternate`, so the LR schedule spans both phases (the reference code's counts policy steps only)."""
+    t, s = cfg.trainer, cfg.spark
+    n = cfg.rollout.samples_per_prompt
+    sequences = t.prompts_per_step * n
+    policy_steps = cfg.algorithm.ppo_epochs * sequences // t.sequences_per_optimizer_step
+    if not s.enabled or s.train_on_policy:
+        trained_policy_steps = policy_steps
+    else:
+        trained_policy_steps = 0  # reward-only ablation: policy prompts are rolled out and recycled, not trained
+    aux_prompts, aux_n, aux_steps = 0, n, 0
+    judgment_cap, reflection_cap = s.judgment_cap, s.reflection_cap
+    if s.enabled and s.schedule == "alternate":
+        aux_prompts, aux_n = t.prompts_per_step, s.samples_per_prompt or n
+        aux_steps = cfg.algorithm.ppo_epochs * aux_prompts * aux_n // t.sequences_per_optimizer_step
+    elif s.enabled:  # mixed: build no more per step than the next step's batch takes, in the caps' proportion
+        aux_prompts = math.floor(s.mixed_share * t.prompts_per_step)
+        both = max(1, s.judgment_cap + s.reflection_cap)
+        if both > aux_prompts:
+            judgment_cap = round(aux_prompts * s.judgment_cap / both)
+            reflection_cap = aux_prompts - judgment_cap
+    total = (trained_policy_steps + aux_steps) * t.rollout_steps
     return Derived(
         world_size=world_size,
         sequences_per_rollout_step=sequences,
         grad_accum_steps=t.sequences_per_optimizer_step // (t.micro_batch_size * world_size),
-        optimizer_steps_per_rollout_step=per_step,
+        optimizer_steps_per_rollout_step=trained_policy_steps,
+        aux_prompts_per_phase=aux_prompts,
+        aux_samples_per_prompt=aux_n,
+        aux_optimizer_steps_per_phase=aux_steps,
+        judgment_cap=judgment_cap,
+        reflection_cap=reflection_cap,
         total_optimizer_steps=total,
         warmup_steps=int(round(t.warmup_ratio * total)),
     )

@@ -1,28 +1,18 @@
 """Pure RL math: advantage estimators (found by name in ADVANTAGES), policy losses, KL, aggregation.
 
-`get_advantage_fn(name)` resolves a built-in name or a "package.module:function" path.
+Both plug-in points take their settings the same way, as the `algorithm` config section:
+    advantage(rewards_GN, cfg, keys, state) -> advantages_GN          (algorithms/advantages.py)
+    policy_loss(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg) -> PolicyLossOutput   (algorithms/losses.py)
+`get_advantage_fn(name)` / `get_policy_loss_fn(name)` resolve a built-in name or "package.module:function".
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 from spark_vl.algorithms.advantages import ADVANTAGES
 from spark_vl.algorithms.losses import POLICY_LOSSES
-
-
-def resolve(name: str, table: dict[str, Callable], what: str) -> Callable:
-    """Look `name` up in `table`, else import "package.module:function"."""
-    if name in table:
-        return table[name]
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"cannot import {what} {name!r}: {err}") from None
-    raise ValueError(f"unknown {what} {name!r}; built-in: {', '.join(sorted(table))}, or package.module:function")
+from spark_vl.plugins import resolve
 
 
 def get_advantage_fn(name: str) -> Callable:

@@ -1,9 +1,19 @@
 """Outcome-reward advantage estimators. Each maps rewards [G, N] (G groups of N rollouts) to advantages [G, N].
 
+The contract, matching the trainer's single call per phase:
+
+    fn(rewards_GN, cfg: AlgorithmConfig, keys: list[str], state: dict) -> advantages_GN
+
+`rewards_GN` holds every group of the phase on every rank (the trainer gathers them, so batch statistics are
+global and equal to a one-process run); `keys[g]` is group g's stable prompt key; `state` is a dict that
+persists across steps and is saved in checkpoints (one per estimator name), for stateful estimators such as a
+per-prompt value tracker. Stateless estimators ignore both.
+
     grpo                   A = (r - mean_g) / (std_g + eps)        std unbiased (n-1) or population
     dr_grpo                A = r - mean_g                           (Dr.GRPO: no std division)
     rloo                   A = N / (N - 1) * (r - mean_g)           (leave-one-out baseline)
-    reinforce_pp_baseline  A = whiten_batch(r - mean_g)             (REINFORCE++-baseline)
+    reinforce_pp_baseline  A = whiten_batch(r - mean_g)             (REINFORCE++-baseline; the batch is every
+                                                                    group of the phase on every rank)
 
 `norm_by_std=False` turns grpo into dr_grpo. A group of size 1 has no baseline: grpo/dr_grpo/rloo give
 it advantage r (verl's convention for rloo) minus nothing, i.e. r - r = 0 for grpo, r for rloo.
@@ -22,25 +32,25 @@ def group_std(rewards_GN: torch.Tensor, unbiased: bool) -> torch.Tensor:
     return rewards_GN.std(dim=1, keepdim=True, unbiased=unbiased)
 
 
-def grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+def grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
     centred = rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
     if not cfg.norm_by_std:
         return centred
     return centred / (group_std(rewards_GN, cfg.std_unbiased) + cfg.adv_eps)
 
 
-def dr_grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+def dr_grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
     return rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
 
 
-def rloo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+def rloo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
     n = rewards_GN.shape[1]
     if n < 2:
         return rewards_GN.clone()
     return n / (n - 1) * (rewards_GN - rewards_GN.mean(dim=1, keepdim=True))
 
 
-def reinforce_pp_baseline(rewards_GN: torch.Tensor, cfg: AlgorithmConfig) -> torch.Tensor:
+def reinforce_pp_baseline(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
     centred = rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
     if centred.numel() < 2:
         return centred

@@ -16,14 +16,18 @@ from torch.utils.checkpoint import checkpoint
 
 
 def _chunk_logprobs(
-    head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor, temperature: float
+    head: Callable[[torch.Tensor], torch.Tensor],
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(hidden).float()
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-    with torch.no_grad():  # entropy is a metric only
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):  # a metric unless it is a loss term
         probs = torch.softmax(logits, dim=-1)
         entropy = lse - (probs * logits).sum(-1)
     return logp, entropy
@@ -44,10 +48,13 @@ def chunked_logprobs(
     chunk_size: int | None = None,
     temperature: float = 1.0,
     vocab_size: int | None = None,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(targets) [B, T] and entropy [B, T] from hidden states, one chunk of positions at a time.
 
     `chunk_size` None = sized from the vocabulary (`vocab_size`, or the head's out_features) by the budget.
+    `temperature` divides the logits first (the sampler's distribution). The entropy carries a gradient only
+    with `entropy_grad` (an entropy bonus in the loss); otherwise it is a detached metric.
     """
     if chunk_size is None:
         vocab = vocab_size or getattr(head, "out_features", None) or 151_936
@@ -58,9 +65,9 @@ def chunked_logprobs(
         h = hidden_BTH[:, start : start + chunk_size]
         y = targets_BT[:, start : start + chunk_size]
         if use_ckpt:
-            lp, ent = checkpoint(_chunk_logprobs, head, h, y, temperature, use_reentrant=False)
+            lp, ent = checkpoint(_chunk_logprobs, head, h, y, temperature, entropy_grad, use_reentrant=False)
         else:
-            lp, ent = _chunk_logprobs(head, h, y, temperature)
+            lp, ent = _chunk_logprobs(head, h, y, temperature, entropy_grad)
         logps.append(lp)
         entropies.append(ent)
     return torch.cat(logps, dim=1), torch.cat(entropies, dim=1)
@@ -71,7 +78,8 @@ def naive_logprobs(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.
     return torch.log_softmax(logits_BTV.float(), dim=-1).gather(-1, targets_BT.unsqueeze(-1)).squeeze(-1)
 
 
-def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: float = 1.0):
+def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: float = 1.0,
+                      entropy_grad: bool = False):
     """log p and entropy [B, T-1] of input_ids[:, 1:] given the prefix, for a Qwen-VL model and a TrainBatch.
 
     Calls the trunk (`model.model`) and then the LM head module per chunk, so ZeRO-3's parameter hooks
@@ -87,4 +95,5 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
         use_cache=False,
     )
     hidden = out.last_hidden_state[:, :-1]
-    return chunked_logprobs(hidden, model.lm_head, batch.input_ids[:, 1:], chunk_size, temperature)
+    return chunked_logprobs(hidden, model.lm_head, batch.input_ids[:, 1:], chunk_size, temperature,
+                            entropy_grad=entropy_grad)

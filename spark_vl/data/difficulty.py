@@ -5,7 +5,7 @@
 
 For every row the pass rate is, in order of preference:
   1. the precomputed value `difficulty[column]` (ViRL39K ships passrate_32b / passrate_7b), if present;
-  2. an estimate: n sampled rollouts through the rollout engine (`make_engine("hf", ...)`), each scored
+  2. an estimate: n sampled rollouts through the rollout engine (`make_engine(RolloutConfig(), ...)`), each scored
      by the project verifier (`spark_vl.rewards.score_batch`); rate = correct / n;
   3. unknown (no column value and no --model): kept or dropped per --unknown.
 The rate is written into the data as difficulty["passrate"] (with "passrate_n" rollouts, 0 = from the
@@ -85,7 +85,7 @@ def estimate_pass_rates(samples: list[Sample], root: Path | None, cfg: Difficult
     """
     import torch
 
-    from spark_vl.config import ModelConfig, RewardConfig
+    from spark_vl.config import ModelConfig, RewardConfig, RolloutConfig
     from spark_vl.data.images import ImageError
     from spark_vl.data.prompts import build_prompt
     from spark_vl.models import load_model
@@ -94,7 +94,7 @@ def estimate_pass_rates(samples: list[Sample], root: Path | None, cfg: Difficult
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, processor = load_model(ModelConfig(path=cfg.model), device)
-    engine = make_engine("hf", model, processor, generation_batch_size=cfg.prompts_per_batch * cfg.n)
+    engine = make_engine(RolloutConfig(generation_batch_size=cfg.prompts_per_batch * cfg.n), model, processor)
     sampling = SamplingParams(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     reward_cfg = RewardConfig()
     rates: list[float | None] = []

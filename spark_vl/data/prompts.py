@@ -86,11 +86,6 @@ def build_prompt(
     )
 
 
-def render(prompt: Prompt, processor) -> str:
-    """The chat text of a prompt with the generation header, image parts as single placeholders."""
-    return processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-
-
 def image_token_counts(prompt: Prompt, processor) -> list[int]:
     """Tokens each image expands to after the processor's resize (min/max pixels) and patch merge."""
     if not prompt.images:
@@ -101,6 +96,8 @@ def image_token_counts(prompt: Prompt, processor) -> list[int]:
 
 def prompt_length(prompt: Prompt, processor) -> int:
     """Prompt tokens including every expanded image token."""
+    from spark_vl.models.encode import render  # imported here: data preparation need not import torch
+
     ids = processor.tokenizer(render(prompt, processor), add_special_tokens=False)["input_ids"]
     # Each image is one <|image_pad|> in the rendered text and becomes `n` pads after processing.
     return len(ids) + sum(n - 1 for n in image_token_counts(prompt, processor))

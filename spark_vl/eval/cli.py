@@ -206,6 +206,7 @@ def _llm_judge(spec: str | None):
 def _engine(model_cfg, device: str, batch_size: int, out: Path, backend: str = "hf"):
     import torch
 
+    from spark_vl.config import RolloutConfig
     from spark_vl.models import load_model
     from spark_vl.rollout import make_engine
 
@@ -214,7 +215,7 @@ def _engine(model_cfg, device: str, batch_size: int, out: Path, backend: str = "
     model_cfg.path = _resolve_model(model_cfg.path, out)
     model, processor = load_model(model_cfg, device)
     try:
-        return make_engine(backend, model, processor, generation_batch_size=batch_size)
+        return make_engine(RolloutConfig(backend=backend, generation_batch_size=batch_size), model, processor)
     except (NotImplementedError, ValueError) as err:
         raise UsageError(str(err)) from None
 

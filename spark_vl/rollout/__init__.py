@@ -1,16 +1,22 @@
 """Rollout engines: `generate(prompts, n, sampling) -> list[RolloutGroup]`, one group per prompt, in order.
 
-Backends are found by name in `ENGINES`. The HF backend (transformers.generate) is the reference and the
-CPU path; a vLLM backend colocated in the training processes plugs in with the same interface: it
-receives new weights through `sync_weights(model)` after each update and frees its memory with
-`sleep()` / `wake()` around the update. For the HF backend those are no-ops (it generates with the
-training module itself).
+Backends are found by name in `ENGINES` (or as "package.module:Class"), and `make_engine(cfg.rollout, ...)`
+builds one wherever generation happens (training, SPARK's frozen initial model, evaluation, difficulty
+estimation). The HF backend (transformers.generate) is the reference and the CPU path. An engine that
+holds its own copy of the weights (a colocated vLLM) receives new weights through `sync_weights(model)`
+after each update and frees its memory with `sleep()` / `wake()` around it; for the HF backend, which
+generates with the training module itself, those are no-ops.
+
+A backend is a class taking `(model, processor, cfg: RolloutConfig, synced_gpus: bool)`.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from spark_vl.config import RolloutConfig
+from spark_vl.plugins import resolve
+from spark_vl.rollout.hf import HFEngine
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
 
 
@@ -24,14 +30,12 @@ class RolloutEngine(Protocol):
     def wake(self) -> None: ...
 
 
-def make_engine(backend: str, model, processor, generation_batch_size: int = 64, synced_gpus: bool = False):
-    """Build the rollout engine named `backend` around the (unwrapped) training model."""
-    if backend == "hf":
-        from spark_vl.rollout.hf import HFEngine
+ENGINES = {"hf": HFEngine}
 
-        return HFEngine(model, processor, generation_batch_size=generation_batch_size, synced_gpus=synced_gpus)
-    if backend == "vllm":
-        raise NotImplementedError(
-            "rollout.backend=vllm is not implemented yet; use rollout.backend=hf (see docs/ROADMAP.md)"
-        )
-    raise ValueError(f"unknown rollout backend {backend!r}; known: hf, vllm")
+
+def make_engine(cfg: RolloutConfig, model, processor, synced_gpus: bool = False) -> RolloutEngine:
+    """The rollout engine named by `cfg.backend`, around the (unwrapped) model. `synced_gpus`: ZeRO-3 with
+    several ranks, where every forward pass is a collective."""
+    if cfg.backend == "vllm" and "vllm" not in ENGINES:
+        raise NotImplementedError("rollout.backend=vllm is not implemented yet; use rollout.backend=hf")
+    return resolve(cfg.backend, ENGINES, "rollout backend")(model, processor, cfg, synced_gpus)

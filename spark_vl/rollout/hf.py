@@ -1,7 +1,7 @@
 """The transformers.generate rollout backend (reference implementation, CPU and single-GPU path).
 
-Prompts are rendered with the processor's chat template, each repeated n times, left-padded and
-generated in chunks of `generation_batch_size` sequences. Sampling warpers (temperature, top-k, top-p)
+Each prompt is encoded once (`spark_vl.models.encode`), repeated n times, left-padded and generated in
+chunks of `generation_batch_size` sequences. Sampling warpers (temperature, top-k, top-p)
 are applied by our own processor list so that the recorder, which runs last, sees the exact
 distribution each token was drawn from: behaviour log-probs cost one [batch, vocab] buffer, not the
 [batch, steps, vocab] of `output_scores`.
@@ -9,11 +9,14 @@ distribution each token was drawn from: behaviour log-probs cost one [batch, voc
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from spark_vl.data.prompts import render
+from spark_vl.config import RolloutConfig
+from spark_vl.models.encode import EncodedPrompt, PromptEncoder, pad_prompts
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
 
@@ -53,10 +56,10 @@ def vision_token_ids(tokenizer) -> list[int]:
 
 
 class HFEngine:
-    def __init__(self, model, processor, generation_batch_size: int = 64, synced_gpus: bool = False):
+    def __init__(self, model, processor, cfg: RolloutConfig | None = None, synced_gpus: bool = False):
         self.model = model
         self.processor = processor
-        self.generation_batch_size = generation_batch_size
+        self.generation_batch_size = (cfg or RolloutConfig()).generation_batch_size
         self.synced_gpus = synced_gpus
         tok = processor.tokenizer
         self.stop_ids = sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")} - {None})
@@ -77,31 +80,58 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[RolloutGroup]:
-        jobs = [(p, k) for p in prompts for k in range(n)]
+        encode = PromptEncoder(self.processor)  # each prompt is processed once, not n times
+        jobs = [p for p in prompts for _ in range(n)]
         rollouts: dict[int, list[Rollout]] = {id(p): [] for p in prompts}
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         size = max(1, self.generation_batch_size)
-        for start in range(0, len(jobs), size):
-            chunk = [p for p, _ in jobs[start : start + size]]
-            for prompt, rollout in zip(chunk, self._generate_chunk(chunk, sampling)):
+        chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+        for chunk in chunks:
+            for prompt, rollout in zip(chunk, self._generate_chunk(chunk, [encode(p) for p in chunk], sampling)):
                 rollouts[id(prompt)].append(rollout)
+        if self.synced_gpus:
+            # ZeRO-3: every generate() call is a collective (parameters are gathered per layer), so a rank with
+            # fewer chunks joins the others' remaining calls with a one-token filler whose output is discarded.
+            for _ in range(max_over_ranks(len(chunks), next(self.model.parameters()).device) - len(chunks)):
+                filler = EncodedPrompt([self.pad_id], [0], None, None)
+                self._run_generate([filler], replace(sampling, max_new_tokens=1))
         return [RolloutGroup(prompt=p, rollouts=rollouts[id(p)]) for p in prompts]
 
-    def _generate_chunk(self, prompts: list[Prompt], sampling: SamplingParams) -> list[Rollout]:
+    def _generate_chunk(self, prompts: list[Prompt], encoded: list[EncodedPrompt],
+                        sampling: SamplingParams) -> list[Rollout]:
+        tok = self.processor.tokenizer
+        out, prompt_len, logprobs = self._run_generate(encoded, sampling)
+        sequences = out.sequences.cpu()
+        results = []
+        for i, prompt in enumerate(prompts):
+            ids = sequences[i, prompt_len:].tolist()
+            finish = "length"
+            for j, t in enumerate(ids):
+                if t in self.stop_ids:
+                    ids, finish = ids[: j + 1], "stop"
+                    break
+            text = tok.decode(ids, skip_special_tokens=True)
+            if finish == "length" and sampling.stop and any(s in text for s in sampling.stop):
+                finish = "stop"
+            results.append(
+                Rollout(
+                    prompt=prompt,
+                    token_ids=ids,
+                    text=text,
+                    logprobs=logprobs[i, : len(ids)].tolist(),
+                    finish_reason=finish,
+                )
+            )
+        return results
+
+    def _run_generate(self, encoded: list[EncodedPrompt], sampling: SamplingParams):
+        """transformers.generate on a left-padded batch; returns (output, prompt length, sampled log-probs)."""
         tok = self.processor.tokenizer
         device = next(self.model.parameters()).device
-        texts = [render(p, self.processor) for p in prompts]
-        images = [img for p in prompts for img in p.images]
-        previous_side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = self.processor(
-                text=texts, images=images or None, return_tensors="pt", padding=True, return_mm_token_type_ids=True
-            )
-        finally:
-            tok.padding_side = previous_side
-        enc = {k: v.to(device) for k, v in enc.items()}
+        enc = {k: v.to(device) for k, v in pad_prompts(encoded, self.pad_id, side="left").items()}
+        if "pixel_values" in enc:
+            enc["pixel_values"] = enc["pixel_values"].to(next(self.model.parameters()).dtype)
         prompt_len = enc["input_ids"].shape[1]
         recorder = _LogprobRecorder(prompt_len)
         processors = LogitsProcessorList()
@@ -136,26 +166,12 @@ class HFEngine:
             )
         finally:
             self.model.train(was_training)
-        sequences = out.sequences.cpu()
-        logprobs = recorder.finish(out.sequences)
-        results = []
-        for i, prompt in enumerate(prompts):
-            ids = sequences[i, prompt_len:].tolist()
-            finish = "length"
-            for j, t in enumerate(ids):
-                if t in self.stop_ids:
-                    ids, finish = ids[: j + 1], "stop"
-                    break
-            text = tok.decode(ids, skip_special_tokens=True)
-            if finish == "length" and sampling.stop and any(s in text for s in sampling.stop):
-                finish = "stop"
-            results.append(
-                Rollout(
-                    prompt=prompt,
-                    token_ids=ids,
-                    text=text,
-                    logprobs=logprobs[i, : len(ids)].tolist(),
-                    finish_reason=finish,
-                )
-            )
-        return results
+        return out, prompt_len, recorder.finish(out.sequences)
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from spark_vl.data.prompts import render
+from spark_vl.models.encode import encode_prompt, pad_prompts, render
 from spark_vl.spark.templates import Template, load_templates, make_aux_prompt
 from spark_vl.types import Prompt
 
@@ -153,36 +153,18 @@ def _score_rows(model, processor, rows: list[tuple[Prompt, str, int, int, int]])
 
 
 def verdict_logits(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> torch.Tensor:
-    """[B, 2] logits of the (positive, negative) verdict tokens: the per-row processor outputs (each cut before
-    its verdict token) left-padded into one forward pass. Differentiable: no grad mode is set here."""
+    """[B, 2] logits of the (positive, negative) verdict tokens: the per-row encodings (each cut before its verdict
+    token) left-padded into one forward pass. Differentiable: no grad mode is set here."""
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     encoded = []
     for prompt, text, drop, _, _ in rows:
-        enc = processor(text=[text], images=prompt.images or None, return_tensors="pt", return_mm_token_type_ids=True)
-        keep = enc["input_ids"].shape[1] - drop
-        encoded.append((enc, keep))
-    length = max(keep for _, keep in encoded)
-    ids, mask, types, pixels, grids = [], [], [], [], []
-    for enc, keep in encoded:
-        pad = length - keep
-        ids.append(torch.cat([torch.full((pad,), pad_id), enc["input_ids"][0, :keep]]))
-        mask.append(torch.cat([torch.zeros(pad, dtype=torch.long), enc["attention_mask"][0, :keep]]))
-        tt = enc.get("mm_token_type_ids", torch.zeros_like(enc["input_ids"]))
-        types.append(torch.cat([torch.zeros(pad, dtype=tt.dtype), tt[0, :keep]]))
-        if "pixel_values" in enc:
-            pixels.append(enc["pixel_values"])
-            grids.append(enc["image_grid_thw"])
+        enc = encode_prompt(prompt, processor, text=text)
+        encoded.append(enc.truncated(len(enc.input_ids) - drop))
     device = next(model.parameters()).device
-    inputs: dict[str, Any] = {
-        "input_ids": torch.stack(ids).to(device),
-        "attention_mask": torch.stack(mask).to(device),
-        "mm_token_type_ids": torch.stack(types).to(device),
-    }
-    if pixels:
-        dtype = next(model.parameters()).dtype
-        inputs["pixel_values"] = torch.cat(pixels).to(device, dtype)
-        inputs["image_grid_thw"] = torch.cat(grids).to(device)
+    inputs = {k: v.to(device) for k, v in pad_prompts(encoded, pad_id, side="left").items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
     logits_BV = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
     pos = torch.tensor([r[3] for r in rows], device=logits_BV.device)
     neg = torch.tensor([r[4] for r in rows], device=logits_BV.device)

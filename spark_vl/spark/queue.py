@@ -1,4 +1,4 @@
-"""The SPARK auxiliary queue: a FIFO of judge/reflection prompts with a maximum age and checkpointable state.
+"""The SPARK auxiliary queue: judge/reflection prompts with a maximum age and checkpointable state.
 
     queue = AuxQueue(max_age=cfg.spark.max_age)
     queue.push(recycle(...).prompts, step)
@@ -6,9 +6,15 @@
         aux_prompts = queue.pop(k, step)
 
 An item built at policy step s has age t - s at step t and is dropped (and counted) once its age exceeds
-`max_age`, so auxiliary training stays close to on-policy. The reference code emptied its cache at every
-episode boundary and kept stale leftovers indefinitely within an episode (defect 9.8); this queue carries items
-across epochs and drops them by age only.
+`max_age`. `pop` takes the newest items first, so the auxiliary phase trains the current step's items (age 0
+when a step builds as many as a phase takes) and surplus items age out instead of pushing every later phase
+off-policy; `push` stores one step's items with judgments and reflections interleaved, so a partial pop takes
+both kinds in their built proportion instead of judgments first. The reference code popped the oldest 64,
+emptied its cache at every episode boundary and kept stale leftovers within an episode (defect 9.8); this
+queue carries items across epochs and drops them by age only.
+
+With several ranks each rank queues its own items; `waterfill` splits a global budget (a cap or a phase size)
+over the ranks' counts so that the totals equal one process's.
 
 `state_dict()` holds only plain Python values (str, int, float, bool, None, bytes, lists, dicts), so it loads
 with `torch.load(weights_only=True)`: decoded images are stored as PNG bytes; a PIL image inside a sample's
@@ -60,8 +66,8 @@ class AuxQueue:
         return len(self._items)
 
     def push(self, prompts: list[Prompt], step: int) -> None:
-        """Append `prompts`, built at policy step `step`."""
-        self._items.extend((step, p) for p in prompts)
+        """Append `prompts`, built at policy step `step`, with judgments and reflections interleaved."""
+        self._items.extend((step, p) for p in interleave_kinds(prompts))
         self.pushed += len(prompts)
 
     def evict(self, step: int) -> int:
@@ -80,9 +86,13 @@ class AuxQueue:
         return len(self._items) >= k
 
     def pop(self, k: int, step: int) -> list[Prompt]:
-        """Up to `k` of the oldest fresh items, removed from the queue (expired items are evicted first)."""
+        """Up to `k` fresh items, newest step first (push order within a step), removed from the queue."""
         self.evict(step)
-        out = [self._items.popleft()[1] for _ in range(min(max(0, k), len(self._items)))]
+        k = min(max(0, k), len(self._items))
+        by_age = sorted(range(len(self._items)), key=lambda i: -self._items[i][0])  # stable: push order kept
+        taken = set(by_age[:k])
+        out = [self._items[i][1] for i in by_age[:k]]
+        self._items = deque(item for i, item in enumerate(self._items) if i not in taken)
         self.popped += len(out)
         return out
 
@@ -118,6 +128,35 @@ class AuxQueue:
         self.popped = int(counters.get("popped", 0))
         self.expired = int(counters.get("expired", 0))
         self._items = deque((int(item["step"]), prompt_from_state(item["prompt"])) for item in state["items"])
+
+
+def interleave_kinds(prompts: list[Prompt]) -> list[Prompt]:
+    """Judgments and reflections alternated (each kind in its own order; the longer one's tail at the end)."""
+    judge = [p for p in prompts if p.kind != "reflect"]
+    reflect = [p for p in prompts if p.kind == "reflect"]
+    out = []
+    for i in range(max(len(judge), len(reflect))):
+        out += judge[i : i + 1] + reflect[i : i + 1]
+    return out
+
+
+def waterfill(counts: list[int], budget: int) -> list[int]:
+    """Split `budget` over ranks holding `counts` items: equal shares (lower ranks take the remainder), never more
+    than a rank holds, and what a rank cannot take goes to the others. Sums to min(budget, sum(counts)).
+
+    waterfill([8, 8], 8) == [4, 4];  waterfill([2, 10], 8) == [2, 6];  waterfill([3, 0], 8) == [3, 0].
+    """
+    quotas = [0] * len(counts)
+    left = min(max(0, budget), sum(counts))
+    open_ranks = [i for i, c in enumerate(counts) if c > 0]
+    while left > 0 and open_ranks:
+        share, extra = divmod(left, len(open_ranks))
+        for j, i in enumerate(open_ranks):
+            give = min(counts[i] - quotas[i], share + (1 if j < extra else 0))
+            quotas[i] += give
+            left -= give
+        open_ranks = [i for i in open_ranks if quotas[i] < counts[i]]
+    return quotas
 
 
 def _png(img: Image.Image) -> bytes:

@@ -16,7 +16,8 @@ reflection, at most one per prompt uid: a wrong rollout with a final answer is s
     with `reflection_from_correct` > 0 a quota of round(share * reflection_cap) reflection prompts shows a correct
     rollout instead (neutral templates only, label = the same gold: "confirm"). Of the kept reflection prompts
     round(`reflection_cot_fraction` * kept) show the full response (CoT mode), the rest only the final answer.
-caps: `judgment_cap` and `reflection_cap` per step; extra candidates are dropped by a seeded random subsample.
+caps: `judgment_cap` and `reflection_cap` per step over all ranks; extra candidates are dropped by a seeded random
+    subsample (each rank keeps its `quota` share). Groups without a gold answer are never recycled.
 
 Differences from the reference code (docs/SPARK.md, defects 9.3, 9.7, 9.9-9.11): rollouts are grouped by the
 prompt uid, never by position; a rollout with no final answer (no box or answer tag, read with the shared
@@ -28,6 +29,7 @@ back to pointwise and is counted); rollouts of auxiliary prompts are not recycle
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -57,6 +59,7 @@ class RecycleStats:
     rollouts_unscored: int = 0  # rollouts without a reward: never used
     skipped_non_policy_groups: int = 0  # groups of judge/reflect/expert prompts: not recycled
     skipped_empty_groups: int = 0  # groups with no scored rollout
+    skipped_no_gold: int = 0  # groups whose sample has no gold answer (judge-rewarded): no verifiable label
     judge_skipped_no_answer: int = 0  # no rollout of the group has a final answer to show
     pairwise_fallback: int = 0  # pairwise drawn, but every correct/wrong pair had identical answers -> pointwise
     balance_borrowed_wrong: int = 0  # balance_pointwise: Yes items turned No by showing another group's wrong answer
@@ -125,6 +128,11 @@ def merge_by_uid(groups: list[RolloutGroup], stats: RecycleStats) -> list[tuple[
 
 
 def _score_group(prompt: Prompt, rollouts: list[Rollout], extract_mode: str, stats: RecycleStats) -> _Group | None:
+    if not str(prompt.sample.answer or "").strip():
+        # Rewarded by the judge's P(yes), not by the verifier: "correct" means nothing here, and a label built
+        # from it ("No" for an answer rated 0.97, a reflection whose gold is empty) would not be verifiable.
+        stats.skipped_no_gold += 1
+        return None
     scored = [r for r in rollouts if r.reward is not None]
     stats.rollouts_unscored += len(rollouts) - len(scored)
     if not scored:
@@ -317,10 +325,18 @@ def _balance_pointwise(
     return out
 
 
-def _keep(n: int, cap: int, rng: random.Random) -> list[int]:
-    """Indices 0..n-1 kept under `cap`, a seeded random subsample in ascending order."""
-    cap = max(0, cap)
-    return list(range(n)) if n <= cap else sorted(rng.sample(range(n), cap))
+Quota = Callable[[int, int], int]  # (candidates on this rank, cap per step) -> how many this rank keeps
+
+
+def local_quota(n: int, cap: int) -> int:
+    """One process: keep up to `cap` of the `n` candidates."""
+    return min(n, max(0, cap))
+
+
+def _keep(n: int, cap: int, rng: random.Random, quota: Quota) -> list[int]:
+    """Indices 0..n-1 kept under this rank's share of `cap`, a seeded random subsample in ascending order."""
+    k = quota(n, cap)
+    return list(range(n)) if n <= k else sorted(rng.sample(range(n), k))
 
 
 def recycle(
@@ -329,6 +345,7 @@ def recycle(
     rng: random.Random,
     step: int,
     extract_mode: Literal["first", "last"] = "last",
+    quota: Quota = local_quota,
 ) -> RecycleResult:
     """Build SPARK's judgment and reflection prompts from one step's scored policy rollout groups.
 
@@ -339,6 +356,9 @@ def recycle(
         rng: the only source of randomness, so a seeded rng gives the same prompts.
         step: the policy step, recorded in each prompt's uid and meta (the queue ages items by it).
         extract_mode: which box counts when a response has several (use the reward's `extract` setting).
+        quota: how many of this rank's candidates each cap keeps. The caps are per step over all ranks: with
+            several ranks the trainer passes a collective quota (`spark.queue.waterfill` over every rank's count),
+            called in the same order on every rank (judgments, wrong-rollout and correct-rollout reflections).
 
     Returns:
         RecycleResult with the judgment prompts then the reflection prompts, and the counts of built/skipped items.
@@ -351,7 +371,7 @@ def recycle(
     judged = [_judgment(g, cfg, templates, rng, step, stats) for g in valid]
     judged = [p for p in judged if p is not None]
     stats.judge_candidates = len(judged)
-    judgments = [judged[i] for i in _keep(len(judged), cfg.judgment_cap, rng)]
+    judgments = [judged[i] for i in _keep(len(judged), cfg.judgment_cap, rng, quota)]
     stats.judge_dropped_cap = len(judged) - len(judgments)
     if cfg.balance_pointwise:
         judgments = _balance_pointwise(judgments, {g.prompt.uid: g for g in valid}, cfg, templates, rng, step, stats)
@@ -368,10 +388,10 @@ def recycle(
     share = cfg.reflection_from_correct
     correct_quota = round(share * max(0, cfg.reflection_cap)) if share > 0 else 0
     wrong_quota = max(0, cfg.reflection_cap) - correct_quota
-    chosen_wrong = [wrong_groups[i] for i in _keep(len(wrong_groups), wrong_quota, rng)]
+    chosen_wrong = [wrong_groups[i] for i in _keep(len(wrong_groups), wrong_quota, rng, quota)]
     taken = set(chosen_wrong)
     right_groups = [gi for gi, g in enumerate(valid) if share > 0 and g.showable(True) and gi not in taken]
-    chosen_right = [right_groups[i] for i in _keep(len(right_groups), correct_quota, rng)]
+    chosen_right = [right_groups[i] for i in _keep(len(right_groups), correct_quota, rng, quota)]
     stats.reflect_candidates = len(wrong_groups)
     stats.reflect_correct_candidates = sum(1 for g in valid if share > 0 and g.showable(True))
     stats.reflect_dropped_cap = len(wrong_groups) - len(chosen_wrong) + len(right_groups) - len(chosen_right)

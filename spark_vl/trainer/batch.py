@@ -1,10 +1,9 @@
 """Rollouts -> padded TrainBatch micro-batches.
 
-Each prompt is run through the processor once (text with expanded image tokens, pixel values, image
-grid, mm_token_type_ids); its rollouts append their response ids. Sequences are right-padded; pixel
-values and grids are concatenated in sequence order, which is the order the model scatters image
-features into image-token positions. Response-aligned tensors use the *predicting* position
-(column t scores token t + 1), see `TrainBatch`.
+Each prompt is encoded once (`spark_vl.models.encode`); its rollouts append their response ids.
+Sequences are right-padded; pixel values and grids are concatenated in sequence order, which is the
+order the model scatters image features into image-token positions. Response-aligned tensors use the
+*predicting* position (column t scores token t + 1), see `TrainBatch`.
 """
 
 from __future__ import annotations
@@ -13,16 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from spark_vl.data.prompts import render
-from spark_vl.types import Prompt, TrainBatch
-
-
-@dataclass
-class EncodedPrompt:
-    input_ids: list[int]
-    mm_token_type_ids: list[int]
-    pixel_values: torch.Tensor | None  # [patches, patch_dim]
-    image_grid_thw: torch.Tensor | None  # [images, 3]
+from spark_vl.models.encode import EncodedPrompt
+from spark_vl.types import TrainBatch
 
 
 @dataclass
@@ -36,33 +27,7 @@ class Sequence:
     is_expert: bool = False
     old_logprobs: list[float] | None = None  # filled by the trainer before the update
     ref_logprobs: list[float] | None = None
-
-
-def encode_prompt(prompt: Prompt, processor) -> EncodedPrompt:
-    enc = processor(
-        text=[render(prompt, processor)],
-        images=prompt.images or None,
-        return_tensors="pt",
-        return_mm_token_type_ids=True,
-    )
-    ids = enc["input_ids"][0].tolist()
-    mm = enc["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in enc else [0] * len(ids)
-    return EncodedPrompt(ids, mm, enc.get("pixel_values"), enc.get("image_grid_thw"))
-
-
-class PromptEncoder:
-    """Caches processor outputs per prompt object for the duration of one step."""
-
-    def __init__(self, processor):
-        self.processor = processor
-        self._cache: dict[int, tuple[Prompt, EncodedPrompt]] = {}
-
-    def __call__(self, prompt: Prompt) -> EncodedPrompt:
-        hit = self._cache.get(id(prompt))
-        if hit is None or hit[0] is not prompt:
-            hit = (prompt, encode_prompt(prompt, self.processor))
-            self._cache[id(prompt)] = hit
-        return hit[1]
+    behaviour_logprobs: list[float] | None = None  # the sampler's own, compared with old_logprobs as a metric
 
 
 def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:

@@ -1,4 +1,5 @@
-"""Run outputs: metrics.jsonl, TensorBoard events, optional wandb, PNG plots and summary.md.
+"""Step metrics and run outputs: `Means` (reduced across ranks), per-group rollout metrics, example rollouts,
+metrics.jsonl, TensorBoard events, optional wandb and PNG plots.
 
 Only the main process writes. Each `log(step, metrics)` appends one JSON line {"step": k, ...}.
 """
@@ -7,7 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
+
+from spark_vl.trainer.distributed import all_reduce_sum
+from spark_vl.types import RolloutGroup
 
 MAIN_CURVES = [
     ("reward/mean", "reward"),
@@ -21,6 +26,63 @@ MAIN_CURVES = [
     ("actor/grad_norm", "grad norm"),
     ("actor/lr", "learning rate"),
 ]
+
+
+class Means:
+    """Named metrics of one step, reduced across ranks in one call: `add` gives a mean (sum / count over every
+    rank), `total` a global sum (e.g. items trained this step, all ranks)."""
+
+    def __init__(self):
+        self.sums: Counter = Counter()
+        self.counts: Counter = Counter()
+        self.totals: Counter = Counter()
+
+    def add(self, name: str, total: float, count: float = 1.0) -> None:
+        self.sums[name] += float(total)
+        self.counts[name] += float(count)
+
+    def total(self, name: str, value: float) -> None:
+        self.totals[name] += float(value)
+
+    def reduce(self, device) -> dict[str, float]:
+        names, summed = sorted(self.sums), sorted(self.totals)
+        flat = all_reduce_sum([self.sums[n] for n in names] + [self.counts[n] for n in names]
+                              + [self.totals[n] for n in summed], device)
+        k = len(names)
+        out = {n: flat[i] / flat[k + i] if flat[k + i] else float("nan") for i, n in enumerate(names)}
+        out.update({n: flat[2 * k + i] for i, n in enumerate(summed)})
+        return out
+
+
+def record_group_metrics(groups: list[RolloutGroup], prefix: str, metrics: Means) -> None:
+    for g in groups:
+        metrics.add(f"{prefix}groups/zero_variance", float(len(set(g.rewards)) <= 1))
+        for r in g.rollouts:
+            out = r.reward
+            metrics.add(f"{prefix}reward/mean", out.overall if out else 0.0)
+            metrics.add(f"{prefix}reward/accuracy", float(out.correct) if out else 0.0)
+            if out and "format" in out.parts:
+                metrics.add(f"{prefix}reward/format", out.parts["format"])
+            if out and "judge" in out.parts:
+                metrics.add(f"{prefix}reward/judge", out.parts["judge"])
+            metrics.add(f"{prefix}response/length_mean", len(r.token_ids))
+            metrics.add(f"{prefix}response/truncated", float(r.finish_reason == "length"))
+
+
+def write_samples(path: Path, step: int, groups: list[RolloutGroup], k: int = 4) -> None:
+    """Append the first rollout of up to k groups: what the model saw, wrote and was rewarded."""
+    with path.open("a") as f:
+        for g in groups[:k]:
+            r = g.rollouts[0] if g.rollouts else None
+            if r is None:
+                continue
+            text = [c.get("text", "<image>") for msg in g.prompt.messages
+                    for c in (msg["content"] if isinstance(msg["content"], list) else [{"text": msg["content"]}])]
+            f.write(json.dumps({
+                "step": step, "uid": g.prompt.uid, "kind": g.prompt.kind, "prompt": " ".join(text),
+                "label": g.prompt.label, "response": r.text, "extracted": r.reward.extracted if r.reward else None,
+                "reward": r.reward.parts if r.reward else None, "finish_reason": r.finish_reason,
+            }) + "\n")
 
 
 class MetricsLogger:

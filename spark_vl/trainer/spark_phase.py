@@ -1,11 +1,16 @@
-"""SPARK inside the training loop: recycle each policy step's groups and train on the auxiliary prompts.
+"""SPARK's state inside the training loop: the auxiliary queue, the recycling RNG, the schedule and judge metrics.
 
-  alternate  after the policy update, if every rank's queue holds a full share of `prompts_per_step`
-             auxiliary prompts, run an auxiliary phase (rollout -> verifier -> the same update);
-  mixed      auxiliary prompts take `spark.mixed_share` of each step's batch.
+The loop calls it by name (trainer/loop.py):
 
-The queue lives on each rank (it recycles that rank's own groups); readiness is agreed across ranks so
-every rank runs the same number of optimizer steps. Queue and RNG state go into checkpoints.
+    spark.recycle(groups, step, metrics)        # verified policy groups -> judge / reflection prompts, queued
+    aux = spark.take_mixed(step)                 # mixed: recycled prompts that share the next policy batch
+    aux = spark.take_phase(step)                 # alternate: a full auxiliary phase's prompts, or None
+
+Caps and phase sizes are per step over all ranks, so W ranks build and train what one process would: each rank
+recycles its own groups, and `waterfill` over every rank's candidate (or queue) counts gives each rank its share
+of `judgment_cap` / `reflection_cap` / the phase size. Every rank joins each count exchange in the same order.
+Trained items are logged as global totals (`spark/aux/judgments_trained`, `spark/aux/reflections_trained`) with
+their mean age in policy steps (`spark/aux/mean_age`). Queue and RNG state go into checkpoints.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from dataclasses import replace
 
 import torch
 
-from spark_vl.config import Config
+from spark_vl.config import Config, Derived
 from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle, verdict_separation
-from spark_vl.trainer.engine import all_reduce_sum
+from spark_vl.spark.queue import waterfill
+from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum
+from spark_vl.trainer.metrics import Means
 from spark_vl.types import Prompt, RolloutGroup
 
 
@@ -41,77 +48,73 @@ def wrong_answers(prompts: list[Prompt]) -> list[tuple[Prompt, str]]:
 
 
 class SparkPhase:
-    def __init__(self, cfg: Config, rank: int, world_size: int, device):
-        self.cfg = cfg
-        self.world, self.device = world_size, device
+    def __init__(self, cfg: Config, plan: Derived, dist: DistInfo):
+        self.cfg, self.plan, self.dist = cfg, plan, dist
+        # Recycling uses the per-step caps of the plan (under `mixed` they are scaled to the batch share).
+        self.spark_cfg = replace(cfg.spark, judgment_cap=plan.judgment_cap, reflection_cap=plan.reflection_cap)
         self.queue = AuxQueue(cfg.spark.max_age)
-        self.rng = random.Random(f"spark/{cfg.trainer.seed}/{rank}")
+        self.rng = random.Random(f"spark/{cfg.trainer.seed}/{dist.rank}")
         self.totals: Counter = Counter()  # recycling counts over the whole run, for summary.md
         self.aux_phases = 0
-        self.initial_engine = None  # recycle_from=initial: rollouts of the frozen initial model
 
-    def recycling_groups(self, trainer, groups: list[RolloutGroup]) -> list[RolloutGroup]:
-        """The groups auxiliary prompts are built from: this step's policy groups, or (no co-evolution) fresh
-        rollouts of the same prompts by the frozen initial model, scored by the same verifier."""
+    def _quota(self, n: int, cap: int) -> int:
+        """This rank's share of a per-step cap, from every rank's candidate count (a collective call)."""
+        return waterfill([int(c) for c in all_gather_objects(n)], cap)[self.dist.rank]
+
+    def recycle(self, groups: list[RolloutGroup], step: int, metrics: Means) -> None:
+        """Judge and reflection prompts from this step's verified policy groups, queued for training."""
         policy = [g for g in groups if g.prompt.kind == "policy"]
-        if self.cfg.spark.recycle_from == "policy":
-            return policy
-        if self.initial_engine is None:
-            from spark_vl.config import derived
-            from spark_vl.rollout import make_engine
-            from spark_vl.trainer.engine import build_reference, zero3_loading
-
-            # Built like the KL reference: a frozen copy of the initial weights, partitioned under ZeRO-3.
-            plan = derived(self.cfg, self.world)
-            keep = zero3_loading(self.cfg, plan, trainer.dtype)  # noqa: F841 (alive while the copy loads)
-            frozen = build_reference(self.cfg.model, self.cfg, plan, trainer.dist, trainer.dtype)
-            synced = self.cfg.deepspeed.zero_stage == 3 and self.world > 1
-            self.initial_engine = make_engine(self.cfg.rollout.backend, frozen, trainer.processor,
-                                              self.cfg.rollout.generation_batch_size, synced)
-        initial = self.initial_engine.generate([g.prompt for g in policy], self.cfg.rollout.samples_per_prompt,
-                                               trainer.sampling())
-        trainer.reward(initial)
-        return initial
-
-    @property
-    def share(self) -> int:
-        """Auxiliary prompts per rank for one alternate phase."""
-        return self.cfg.trainer.prompts_per_step // self.world
-
-    def take_mixed(self, step: int) -> list[Prompt]:
-        if self.cfg.spark.schedule != "mixed":
-            return []
-        k = math.floor(self.cfg.spark.mixed_share * self.cfg.trainer.prompts_per_step / self.world)
-        return self.queue.pop(k, step)
-
-    def after_policy_step(self, trainer, groups: list[RolloutGroup], step: int, m) -> None:
-        source = self.recycling_groups(trainer, groups)
-        result = recycle(source, self.cfg.spark, self.rng, step, self.cfg.reward.extract)
+        result = recycle(policy, self.spark_cfg, self.rng, step, self.cfg.reward.extract, quota=self._quota)
         self.queue.push(result.prompts, step)
         for name, value in result.stats.as_dict().items():
-            m.add(name, value)
-            self.totals[name] += value
-        aux_groups = [g for g in groups if g.prompt.kind != "policy"]
-        if self.cfg.spark.schedule == "alternate":
-            ready = all_reduce_sum([float(self.queue.ready(self.share, step))], self.device)[0] == self.world
-            if ready:
-                prompts = self.queue.pop(self.share, step)
-                n_aux = self.cfg.spark.samples_per_prompt or self.cfg.rollout.samples_per_prompt
-                aux_groups = trainer.run_phase(prompts, label_experts(prompts, self.cfg.spark.aux_sft_prompts),
-                                               n_aux, "aux/", m)
-                self.aux_phases += 1
+            metrics.total(name, value)  # counts summed over ranks: what the step built
+            self.totals[name] += value  # this rank's run totals (summary.md reports rank 0's, like its logs)
+
+    def _take(self, k: int, step: int) -> list[Prompt]:
+        """This rank's share of `k` queued items (newest first), the shares summing to min(k, all queued)."""
+        self.queue.evict(step)
+        quota = waterfill([int(c) for c in all_gather_objects(len(self.queue))], k)[self.dist.rank]
+        return self.queue.pop(quota, step)
+
+    def take_mixed(self, step: int) -> list[Prompt]:
+        """schedule=mixed: the recycled prompts that fill `aux_prompts_per_phase` of this step's batch."""
+        if self.cfg.spark.schedule != "mixed":
+            return []
+        return self._take(self.plan.aux_prompts_per_phase, step)
+
+    def take_phase(self, step: int) -> list[Prompt] | None:
+        """schedule=alternate: the prompts of one auxiliary phase once all ranks together hold a full phase."""
+        if self.cfg.spark.schedule != "alternate":
+            return None
+        self.queue.evict(step)
+        queued = all_reduce_sum([float(len(self.queue))], self.dist.device)[0]
+        if queued < self.plan.aux_prompts_per_phase:
+            return None
+        self.aux_phases += 1
+        return self._take(self.plan.aux_prompts_per_phase, step)
+
+    def log_trained(self, prompts: list[Prompt], step: int, metrics: Means) -> None:
+        """Global totals of the auxiliary items trained this step, and their mean age in policy steps."""
+        metrics.total("spark/aux/judgments_trained", sum(p.kind == "judge" for p in prompts))
+        metrics.total("spark/aux/reflections_trained", sum(p.kind == "reflect" for p in prompts))
+        ages = [step - p.meta["step"] for p in prompts if p.kind in ("judge", "reflect")]
+        if ages:
+            metrics.add("spark/aux/mean_age", sum(ages), len(ages))
+
+    def log_judge(self, aux_groups: list[RolloutGroup], step: int, metrics: Means) -> None:
+        """Judge metrics of this step's auxiliary rollouts and the queue's state."""
         judged = judge_metrics(aux_groups)
         for name, value in judged.as_dict().items():
             if value is not None and math.isfinite(value):
-                m.add(name, value)
+                metrics.add(name, value)
         if judged.pointwise_tpr is not None and judged.pointwise_tnr is not None:
             # Chance is 0.5 whatever the share of correct answers shown (plain accuracy rewards a constant verdict).
-            m.add("spark/judge/pointwise_balanced_accuracy", (judged.pointwise_tpr + judged.pointwise_tnr) / 2)
+            metrics.add("spark/judge/pointwise_balanced_accuracy", (judged.pointwise_tpr + judged.pointwise_tnr) / 2)
         for name, value in self.queue.stats(step).as_dict().items():
-            m.add(name, value)
+            metrics.add(name, value)
 
     @torch.no_grad()
-    def evaluate_judge(self, trainer, prompts: list[Prompt]) -> dict[str, float]:
+    def evaluate_judge(self, model, processor, prompts: list[Prompt]) -> dict[str, float]:
         """Held-out judge quality with no sampling: each question shown once with its gold answer and once
         with another row's gold for the same task (a wrong answer), scored by the model's own P(Yes); and the
         same two answers side by side in both orders, scored by its own P(A).
@@ -126,17 +129,17 @@ class SparkPhase:
             return {}
         shown = [p for p, _ in pairs]
         golds, wrongs = [p.sample.answer for p in shown], [w for _, w in pairs]
-        right = judge_score(trainer.model, trainer.processor, shown, golds)
-        wrong = judge_score(trainer.model, trainer.processor, shown, wrongs)
-        gold_a = judge_score(trainer.model, trainer.processor, shown, list(zip(golds, wrongs)), "pairwise")
-        gold_b = judge_score(trainer.model, trainer.processor, shown, list(zip(wrongs, golds)), "pairwise")
+        right = judge_score(model, processor, shown, golds)
+        wrong = judge_score(model, processor, shown, wrongs)
+        gold_a = judge_score(model, processor, shown, list(zip(golds, wrongs)), "pairwise")
+        gold_b = judge_score(model, processor, shown, list(zip(wrongs, golds)), "pairwise")
         accuracy, auc = verdict_separation(right, wrong)
         n = float(len(pairs))
         m = {"eval/judge_accuracy": accuracy, "eval/judge_auc": auc,
              "eval/judge_p_yes_correct": sum(right) / n, "eval/judge_p_yes_wrong": sum(wrong) / n,
              "eval/judge_pairwise_accuracy": verdict_separation(gold_a, gold_b)[0],
              "eval/judge_pairwise_consistency": sum((a > 0.5) == (b < 0.5) for a, b in zip(gold_a, gold_b)) / n}
-        totals = all_reduce_sum([v * n for v in m.values()] + [n], self.device)
+        totals = all_reduce_sum([v * n for v in m.values()] + [n], self.dist.device)
         return {k: totals[i] / totals[-1] for i, k in enumerate(m)}
 
     def state_dict(self) -> dict:

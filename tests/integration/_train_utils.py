@@ -43,13 +43,17 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
+SCRIPTED = "rollout.backend=tests.integration._train_utils:ScriptedEngine"
+
+
 class ScriptedEngine:
-    """A rollout engine whose responses are right or wrong at random (torch RNG), as real token ids.
+    """A rollout backend (plugged in by name, `SCRIPTED`) whose responses are right or wrong as a fixed function of
+    the prompt uid and the sample index, as real token ids: the same on any number of ranks.
 
     Used where a random tiny model would never produce an answer (e.g. to exercise SPARK recycling).
     """
 
-    def __init__(self, backend, model, processor, *args, **kwargs):
+    def __init__(self, model, processor, cfg=None, synced_gpus=False):
         self.processor = processor
 
     def sync_weights(self, model):
@@ -62,7 +66,7 @@ class ScriptedEngine:
         pass
 
     def generate(self, prompts, n, sampling):
-        import torch
+        import zlib
 
         from spark_vl.types import Rollout, RolloutGroup
 
@@ -70,8 +74,8 @@ class ScriptedEngine:
         groups = []
         for p in prompts:
             rollouts = []
-            for _ in range(n):
-                right = bool(torch.rand(()) < 0.5)
+            for k in range(n):
+                right = zlib.crc32(f"{p.uid}/{k}".encode()) % 2 == 0
                 gold = p.sample.answer
                 wrong = {"Yes": "No", "No": "Yes", "A": "B", "B": "A"}.get(gold, "7" if gold != "7" else "8")
                 text = f"Let me look. \\boxed{{{gold if right else wrong}}}"

@@ -62,6 +62,7 @@ class CountingEngine:
 
 
 def test_evaluate_resume_and_reports(tmp_path, data, tiny_qwen25):
+    from spark_vl.config import RolloutConfig
     from spark_vl.rollout import make_engine
 
     mathvista, vlrb = data
@@ -70,7 +71,7 @@ def test_evaluate_resume_and_reports(tmp_path, data, tiny_qwen25):
     loaded = {"mathvista": load_benchmark(get_benchmark("mathvista"), str(mathvista))}
 
     # First run: dies on its second batch, after the first 2 generations were cached.
-    dying = CountingEngine(make_engine("hf", model, processor), die_at=2)
+    dying = CountingEngine(make_engine(RolloutConfig(), model, processor), die_at=2)
     with pytest.raises(Dies):
         evaluate(dying, loaded, model_id=MODEL, batch_size=2, max_new_tokens=TOKENS,
                  cache=GenerationCache(out / "cache", MODEL))

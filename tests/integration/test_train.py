@@ -102,12 +102,9 @@ def test_non_finite_loss_skips_update_then_aborts(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("schedule", ["alternate", "mixed"])
 def test_spark_schedules_run_and_resume_keeps_queue(tmp_path, schedule, monkeypatch):
-    from spark_vl.trainer import loop
+    from ._train_utils import SCRIPTED
 
-    from ._train_utils import ScriptedEngine
-
-    monkeypatch.setattr(loop, "make_engine", ScriptedEngine)
-    overrides = ["spark.enabled=true", f"spark.schedule={schedule}", "spark.judgment_cap=4",
+    overrides = [SCRIPTED, "spark.enabled=true", f"spark.schedule={schedule}", "spark.judgment_cap=4",
                  "spark.reflection_cap=4", "spark.mixed_share=0.5", "trainer.save_every=1", "trainer.keep_last=3"]
     run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=3", *overrides))
     metrics = read_metrics(run)
@@ -146,14 +143,9 @@ def test_gradient_checkpointing_gives_the_same_step(tmp_path):
 def test_spark_reward_only_ablation_trains_only_auxiliary_phases(tmp_path, monkeypatch):
     """GRPO reward-only: policy prompts are rolled out (and logged) but never trained on; the auxiliary data
     come from the frozen initial model; label warm-start experts ride along."""
-    import spark_vl.rollout
-    from spark_vl.trainer import loop
+    from ._train_utils import SCRIPTED
 
-    from ._train_utils import ScriptedEngine
-
-    monkeypatch.setattr(loop, "make_engine", ScriptedEngine)
-    monkeypatch.setattr(spark_vl.rollout, "make_engine", ScriptedEngine)
-    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=2", "spark.enabled=true",
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=2", SCRIPTED, "spark.enabled=true",
                             "spark.train_on_policy=false", "spark.recycle_from=initial", "spark.judgment_cap=4",
                             "spark.reflection_cap=4", "spark.aux_sft_prompts=2", "algorithm.sft_prompts_per_step=0"))
     for m in read_metrics(run)[1:]:

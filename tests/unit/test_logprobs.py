@@ -3,7 +3,8 @@ import torch
 from spark_vl.algorithms.logprobs import chunked_logprobs, naive_logprobs, sequence_logprobs
 from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
-from spark_vl.trainer.batch import Sequence, collate, encode_prompt, response_values
+from spark_vl.models.encode import encode_prompt
+from spark_vl.trainer.batch import Sequence, collate, response_values
 
 
 def test_chunked_equals_naive_values_and_grads():

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from spark_vl.trainer.engine import lr_lambda
+from spark_vl.trainer.distributed import lr_lambda
 
 
 def test_warmup_then_cosine_to_floor_and_clamped():

@@ -2,8 +2,9 @@ import pytest
 from PIL import Image
 
 from spark_vl.data.images import ImageError, load_image
-from spark_vl.data.prompts import build_prompt, load_template, prompt_length, render, user_content
+from spark_vl.data.prompts import build_prompt, load_template, prompt_length, user_content
 from spark_vl.data.synthetic import synthetic_sample, synthetic_samples
+from spark_vl.models.encode import render
 from spark_vl.types import Sample
 
 

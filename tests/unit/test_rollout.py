@@ -1,11 +1,13 @@
 import torch
 
 from spark_vl.algorithms.logprobs import sequence_logprobs
+from spark_vl.config import RolloutConfig
 from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
+from spark_vl.models.encode import encode_prompt
 from spark_vl.rollout import make_engine
 from spark_vl.rollout.hf import vision_token_ids
-from spark_vl.trainer.batch import Sequence, collate, encode_prompt, response_values
+from spark_vl.trainer.batch import Sequence, collate, response_values
 from spark_vl.types import SamplingParams
 
 
@@ -14,7 +16,7 @@ def prompts(n=3):
 
 
 def _behaviour_vs_trainer(model, processor, suppress: bool):
-    engine = make_engine("hf", model, processor, generation_batch_size=4)
+    engine = make_engine(RolloutConfig(generation_batch_size=4), model, processor)
     if not suppress:
         engine.suppress_ids = []
     torch.manual_seed(0)
@@ -52,7 +54,7 @@ def test_suppressed_vision_tokens_renormalise_the_behaviour_distribution(tiny_qw
 
 def test_greedy_batched_equals_one_at_a_time(tiny_model):
     model, processor = tiny_model
-    engine = make_engine("hf", model, processor)
+    engine = make_engine(RolloutConfig(), model, processor)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=12)
     batched = engine.generate(prompts(4), 1, greedy)
     for g in batched:
@@ -67,7 +69,7 @@ def test_vision_tokens_are_never_generated(tiny_qwen25):
     with torch.no_grad():  # make the vision tokens the model's favourite outputs
         model.lm_head.weight[banned] *= 50
     try:
-        engine = make_engine("hf", model, processor)
+        engine = make_engine(RolloutConfig(), model, processor)
         groups = engine.generate(prompts(2), 4, SamplingParams(temperature=1.0, max_new_tokens=16))
         assert not any(t in banned for g in groups for r in g.rollouts for t in r.token_ids)
     finally:
@@ -77,7 +79,7 @@ def test_vision_tokens_are_never_generated(tiny_qwen25):
 
 def test_temperature_topk_topp_and_stop_strings(tiny_qwen25):
     model, processor = tiny_qwen25
-    engine = make_engine("hf", model, processor)
+    engine = make_engine(RolloutConfig(), model, processor)
     torch.manual_seed(1)
     groups = engine.generate(prompts(2), 2, SamplingParams(temperature=0.7, top_k=5, top_p=0.9, max_new_tokens=8))
     for r in (r for g in groups for r in g.rollouts):

@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from spark_vl.config import ModelConfig
-from spark_vl.data.prompts import build_prompt, render
+from spark_vl.data.prompts import build_prompt
 from spark_vl.models import load_model
+from spark_vl.models.encode import render
 from spark_vl.spark.judge import best_of_n, judge_prompts, judge_score, verdict_split
 from spark_vl.types import Sample
 

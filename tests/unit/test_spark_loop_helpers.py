@@ -26,7 +26,7 @@ def test_evaluate_judge_metrics_by_hand(monkeypatch):
     is in slot A, 0.6 when it is in slot B (a position bias that flips one of the two orders)."""
     import types
 
-    from spark_vl.config import Config
+    from spark_vl.config import Config, derived
     from spark_vl.trainer import spark_phase
 
     def fake(model, processor, prompts, responses, form="pointwise"):
@@ -39,8 +39,9 @@ def test_evaluate_judge_metrics_by_hand(monkeypatch):
     monkeypatch.setattr(spark_phase, "all_reduce_sum", lambda values, device: values)
     ps = [prompt("a", "red", "color"), prompt("c", "green", "color"), prompt("d", "blue", "color")]
     # wrong answers: a -> green, c -> blue, d -> red
-    phase = spark_phase.SparkPhase(Config(), rank=0, world_size=1, device="cpu")
-    m = phase.evaluate_judge(types.SimpleNamespace(model=None, processor=None), ps)
+    cfg = Config()
+    phase = spark_phase.SparkPhase(cfg, derived(cfg), types.SimpleNamespace(rank=0, world_size=1, device="cpu"))
+    m = phase.evaluate_judge(None, None, ps)
     assert m["eval/judge_accuracy"] == 5 / 6  # 3 golds > 0.5; wrong: 0.2, 0.95 (c's "blue"), 0.2
     assert m["eval/judge_auc"] == 6 / 9  # every gold (0.9) beats both 0.2s and loses to 0.95
     assert m["eval/judge_p_yes_correct"] == 0.9 and abs(m["eval/judge_p_yes_wrong"] - 1.35 / 3) < 1e-12

@@ -1,4 +1,5 @@
-"""AuxQueue: FIFO order, max_age eviction with counts, and a state that survives torch.save/torch.load."""
+"""AuxQueue: newest-first pops with kinds interleaved, waterfill quotas, max_age eviction with counts, and a
+state that survives torch.save/torch.load."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from spark_vl.config import SparkConfig
 from spark_vl.data.prompts import build_prompt
-from spark_vl.spark.queue import AuxQueue
+from spark_vl.spark.queue import AuxQueue, interleave_kinds, waterfill
 from spark_vl.spark.recycle import recycle
 from spark_vl.types import RewardOutput, Rollout, RolloutGroup, Sample
 
@@ -29,7 +30,7 @@ def aux_prompts(uid: str, step: int, n_images: int = 1):
     return recycle([RolloutGroup(prompt=p, rollouts=rollouts)], SparkConfig(), random.Random(0), step).prompts
 
 
-def test_fifo_pop_and_max_age():
+def test_newest_first_pop_and_max_age():
     q = AuxQueue(max_age=2)
     q.push(aux_prompts("a", 0), step=0)  # 2 prompts
     q.push(aux_prompts("b", 1), step=1)
@@ -38,8 +39,8 @@ def test_fifo_pop_and_max_age():
     assert q.stats(3).oldest_age == 3
     assert not q.ready(5, step=3)  # evicts the two step-0 items (age 3 > 2)
     assert q.expired == 2 and len(q) == 4
-    out = q.pop(3, step=3)
-    assert [p.meta["origin_uid"] for p in out] == ["b", "b", "c"]
+    out = q.pop(3, step=3)  # the current step's items first, then the newest leftovers; kinds alternate
+    assert [(p.meta["origin_uid"], p.kind) for p in out] == [("c", "judge"), ("c", "reflect"), ("b", "judge")]
     s = q.stats(3)
     assert (s.size, s.pushed, s.popped, s.expired) == (1, 6, 3, 2)
     assert q.pop(10, step=10) == [] and q.expired == 3
@@ -78,3 +79,26 @@ def test_state_round_trip_through_torch_save(n_images):
         assert all(isinstance(ref, dict) and ref["bytes"] for ref in b.sample.images)
     with pytest.raises(ValueError, match="version"):
         r.load_state_dict({"version": 99, "items": []})
+
+
+def test_push_interleaves_kinds_so_a_partial_pop_takes_both():
+    prompts = aux_prompts("a", 0) + aux_prompts("b", 0) + aux_prompts("c", 0)
+    ordered = sorted(prompts, key=lambda p: p.kind)  # judge, judge, judge, reflect, reflect, reflect
+    assert [p.kind for p in interleave_kinds(ordered)] == ["judge", "reflect"] * 3
+    q = AuxQueue(max_age=4)
+    q.push(ordered, step=1)
+    assert sorted(p.kind for p in q.pop(2, step=1)) == ["judge", "reflect"]
+
+
+@pytest.mark.parametrize("counts, budget, expected", [
+    ([8, 8], 8, [4, 4]),  # equal shares
+    ([2, 10], 8, [2, 6]),  # what rank 0 cannot take goes to rank 1
+    ([3, 0], 8, [3, 0]),  # fewer than the budget: everything
+    ([5, 5, 5], 4, [2, 1, 1]),  # the remainder to the lower ranks
+    ([1, 1], 0, [0, 0]),
+    ([], 4, []),
+])
+def test_waterfill_by_hand(counts, budget, expected):
+    quotas = waterfill(counts, budget)
+    assert quotas == expected
+    assert sum(quotas) == min(budget, sum(counts)) and all(q <= c for q, c in zip(quotas, counts))

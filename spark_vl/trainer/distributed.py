@@ -1,4 +1,4 @@
-"""Process setup and the DeepSpeed engine: distributed init, device, optimizer, LR schedule.
+"""Process setup and the DeepSpeed engine: distributed init, device, optimizer, LR schedule, collectives.
 
 The same code runs as one plain process (CPU or one GPU) or under torchrun / the deepspeed launcher.
 DeepSpeed is driven directly (no accelerate): ZeRO stage, precision, clipping and accumulation come
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from spark_vl.config import Config, Derived
+from spark_vl.models import load_model
 
 
 @dataclass
@@ -115,10 +116,10 @@ def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: to
     )
     total, warmup, min_ratio = derived.total_optimizer_steps, derived.warmup_steps, t.min_lr_ratio
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, min_ratio))
-    engine, optimizer, _, scheduler = deepspeed.initialize(
+    engine, *_ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, derived, dtype)
     )
-    return engine, optimizer, scheduler
+    return engine
 
 
 def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
@@ -133,13 +134,12 @@ def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
     return HfDeepSpeedConfig(deepspeed_config(cfg, derived, dtype))
 
 
-def build_reference(model_cfg, cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
-    """A frozen copy of the initial policy for the KL term (ZeRO-3 partitions it like the policy)."""
+def build_frozen_copy(cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
+    """A frozen copy of the initial policy: the KL reference and SPARK's `recycle_from: initial` model (one copy
+    serves both). ZeRO-3 partitions it like the policy."""
     import deepspeed
 
-    from spark_vl.models import load_model
-
-    ref, _ = load_model(model_cfg, dist.device)
+    ref, _ = load_model(cfg.model, dist.device)
     ref.eval().requires_grad_(False)
     if cfg.deepspeed.zero_stage == 3:
         ds = deepspeed_config(cfg, derived, dtype)
@@ -147,6 +147,15 @@ def build_reference(model_cfg, cfg: Config, derived: Derived, dist: DistInfo, dt
         ref, *_ = deepspeed.initialize(model=ref, config=ds)
         ref = ref.module
     return ref
+
+
+def all_gather_objects(value) -> list:
+    """`value` from every rank, in rank order (picklable values; a plain process gets [value])."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return [value]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, value)
+    return out
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -1,0 +1,86 @@
+"""Prompt -> model inputs: the one path shared by generation (rollout/hf.py), the update (trainer/batch.py)
+and the judge (spark/judge.py).
+
+A prompt is rendered with the processor's chat template (each image one placeholder), run through the
+processor once (image tokens expanded, pixel values, image grid, `mm_token_type_ids`), and several encoded
+prompts are padded into one batch. Pixel values and grids are concatenated in row order, which is the
+order the model scatters image features into image-token positions. Always pass `mm_token_type_ids`:
+Qwen3-VL requires it and Qwen2.5-VL silently computes other M-RoPE positions without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from spark_vl.types import Prompt
+
+
+@dataclass
+class EncodedPrompt:
+    input_ids: list[int]
+    mm_token_type_ids: list[int]
+    pixel_values: torch.Tensor | None  # [patches, patch_dim]
+    image_grid_thw: torch.Tensor | None  # [images, 3]
+
+    def truncated(self, keep: int) -> EncodedPrompt:
+        """The first `keep` tokens (images sit before the cut: their pixels are kept whole)."""
+        return EncodedPrompt(self.input_ids[:keep], self.mm_token_type_ids[:keep], self.pixel_values,
+                             self.image_grid_thw)
+
+
+def render(prompt: Prompt, processor) -> str:
+    """The chat text of a prompt with the generation header, image parts as single placeholders."""
+    return processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompt(prompt: Prompt, processor, text: str | None = None) -> EncodedPrompt:
+    """Processor outputs of one prompt (`text` replaces the rendered chat, e.g. with a pre-filled answer)."""
+    enc = processor(
+        text=[render(prompt, processor) if text is None else text],
+        images=prompt.images or None,
+        return_tensors="pt",
+        return_mm_token_type_ids=True,
+    )
+    ids = enc["input_ids"][0].tolist()
+    mm = enc["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in enc else [0] * len(ids)
+    return EncodedPrompt(ids, mm, enc.get("pixel_values"), enc.get("image_grid_thw"))
+
+
+class PromptEncoder:
+    """`encode_prompt` with a cache per prompt object (a prompt is repeated n times in a rollout step)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self._cache: dict[int, tuple[Prompt, EncodedPrompt]] = {}
+
+    def __call__(self, prompt: Prompt) -> EncodedPrompt:
+        hit = self._cache.get(id(prompt))
+        if hit is None or hit[0] is not prompt:
+            hit = (prompt, encode_prompt(prompt, self.processor))
+            self._cache[id(prompt)] = hit
+        return hit[1]
+
+
+def pad_prompts(rows: list[EncodedPrompt], pad_id: int, side: Literal["left", "right"] = "left") -> dict:
+    """Model inputs for a batch of encoded prompts: input_ids, attention_mask, mm_token_type_ids [B, T] and the
+    concatenated pixel_values / image_grid_thw (absent when no row has an image)."""
+    length = max(len(r.input_ids) for r in rows)
+    B = len(rows)
+    ids = torch.full((B, length), pad_id, dtype=torch.long)
+    mask = torch.zeros(B, length, dtype=torch.long)
+    types = torch.zeros(B, length, dtype=torch.long)
+    for b, r in enumerate(rows):
+        n = len(r.input_ids)
+        cols = slice(length - n, length) if side == "left" else slice(0, n)
+        ids[b, cols] = torch.tensor(r.input_ids, dtype=torch.long)
+        mask[b, cols] = 1
+        types[b, cols] = torch.tensor(r.mm_token_type_ids, dtype=torch.long)
+    inputs = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": types}
+    pixels = [r.pixel_values for r in rows if r.pixel_values is not None]
+    if pixels:
+        inputs["pixel_values"] = torch.cat(pixels)
+        inputs["image_grid_thw"] = torch.cat([r.image_grid_thw for r in rows if r.image_grid_thw is not None])
+    return inputs
