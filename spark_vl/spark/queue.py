@@ -6,15 +6,15 @@
         aux_prompts = queue.pop(k, step)
 
 An item built at policy step s has age t - s at step t and is dropped (and counted) once its age exceeds
-`max_age`. `pop` takes the newest items first, so the auxiliary phase trains the current step's items (age 0
-when a step builds as many as a phase takes) and surplus items age out instead of pushing every later phase
-off-policy; `push` stores one step's items with judgments and reflections interleaved, so a partial pop takes
-both kinds in their built proportion instead of judgments first. The reference code popped the oldest 64,
+`max_age`. `pop` takes the newest items first (`plan_take`), so the auxiliary phase trains the current step's
+items (age 0 when a step builds as many as a phase takes) and surplus items age out instead of pushing every
+later phase off-policy; `push` stores one step's items with judgments and reflections interleaved, so a partial
+pop takes both kinds in their built proportion instead of judgments first. The reference code popped the oldest 64,
 emptied its cache at every episode boundary and kept stale leftovers within an episode (defect 9.8); this
 queue carries items across epochs and drops them by age only.
 
-With several ranks each rank queues its own items; `waterfill` splits a global budget (a cap or a phase size)
-over the ranks' counts so that the totals equal one process's.
+With several ranks each rank queues its own items; `plan_take` over every rank's `inventory` (and `waterfill`
+for the recycling caps) splits a global budget so that what all ranks take equals what one process would.
 
 `state_dict()` holds only plain Python values (str, int, float, bool, None, bytes, lists, dicts), so it loads
 with `torch.load(weights_only=True)`: decoded images are stored as PNG bytes; a PIL image inside a sample's
@@ -85,15 +85,34 @@ class AuxQueue:
         self.evict(step)
         return len(self._items) >= k
 
-    def pop(self, k: int, step: int) -> list[Prompt]:
-        """Up to `k` fresh items, newest step first (push order within a step), removed from the queue."""
+    def inventory(self, step: int) -> dict[tuple[int, str], int]:
+        """Fresh items by (built step, kind) at `step` (expired items are evicted first)."""
         self.evict(step)
-        k = min(max(0, k), len(self._items))
-        by_age = sorted(range(len(self._items)), key=lambda i: -self._items[i][0])  # stable: push order kept
-        taken = set(by_age[:k])
-        out = [self._items[i][1] for i in by_age[:k]]
-        self._items = deque(item for i, item in enumerate(self._items) if i not in taken)
-        self.popped += len(out)
+        counts: dict[tuple[int, str], int] = {}
+        for s, p in self._items:
+            counts[(s, _kind(p))] = counts.get((s, _kind(p)), 0) + 1
+        return counts
+
+    def pop(self, k: int, step: int) -> list[Prompt]:
+        """Up to `k` fresh items, newest step first, the kinds of a step taken as they were interleaved."""
+        return self.pop_planned(plan_take([self.inventory(step)], k)[0])
+
+    def pop_planned(self, plan: dict[tuple[int, str], int]) -> list[Prompt]:
+        """Remove and return `plan[(step, kind)]` items of each (step, kind), first pushed first; the result is
+        ordered newest step first with kinds interleaved."""
+        left, taken, kept = dict(plan), [], deque()
+        for s, p in self._items:
+            key = (s, _kind(p))
+            if left.get(key, 0) > 0:
+                left[key] -= 1
+                taken.append((s, p))
+            else:
+                kept.append((s, p))
+        self._items = kept
+        self.popped += len(taken)
+        out = []
+        for s in sorted({s for s, _ in taken}, reverse=True):
+            out += interleave_kinds([p for t, p in taken if t == s])
         return out
 
     def ages(self, step: int) -> list[int]:
@@ -130,10 +149,43 @@ class AuxQueue:
         self._items = deque((int(item["step"]), prompt_from_state(item["prompt"])) for item in state["items"])
 
 
+def _kind(prompt: Prompt) -> str:
+    return "reflect" if prompt.kind == "reflect" else "judge"
+
+
+def interleaved_split(judgments: int, reflections: int, k: int) -> tuple[int, int]:
+    """(judgments, reflections) among the first k items of an interleaved j, r, j, r, ... list (the longer kind's
+    tail at the end): what a newest-first pop of k items takes from one step."""
+    k = min(k, judgments + reflections)
+    j = min(judgments, (k + 1) // 2) if k <= 2 * min(judgments, reflections) else (
+        judgments if judgments <= reflections else k - reflections)
+    return j, k - j
+
+
+def plan_take(inventories: list[dict[tuple[int, str], int]], budget: int) -> list[dict[tuple[int, str], int]]:
+    """Per rank, how many items of each (step, kind) to pop so that all ranks together take what one process
+    holding all their items would: newest step first, a step's kinds in their interleaved order, each kind's
+    count split over the ranks by `waterfill`. Pure; every rank computes the same plan from the gathered
+    inventories."""
+    plans: list[dict[tuple[int, str], int]] = [{} for _ in inventories]
+    steps = sorted({s for inv in inventories for s, _ in inv}, reverse=True)
+    for s in steps:
+        if budget <= 0:
+            break
+        per_kind = {kind: [inv.get((s, kind), 0) for inv in inventories] for kind in ("judge", "reflect")}
+        j, r = interleaved_split(sum(per_kind["judge"]), sum(per_kind["reflect"]), budget)
+        for kind, count in (("judge", j), ("reflect", r)):
+            for rank, quota in enumerate(waterfill(per_kind[kind], count)):
+                if quota:
+                    plans[rank][(s, kind)] = quota
+        budget -= j + r
+    return plans
+
+
 def interleave_kinds(prompts: list[Prompt]) -> list[Prompt]:
     """Judgments and reflections alternated (each kind in its own order; the longer one's tail at the end)."""
-    judge = [p for p in prompts if p.kind != "reflect"]
-    reflect = [p for p in prompts if p.kind == "reflect"]
+    judge = [p for p in prompts if _kind(p) == "judge"]
+    reflect = [p for p in prompts if _kind(p) == "reflect"]
     out = []
     for i in range(max(len(judge), len(reflect))):
         out += judge[i : i + 1] + reflect[i : i + 1]

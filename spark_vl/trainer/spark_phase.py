@@ -7,10 +7,11 @@ The loop calls it by name (trainer/loop.py):
     aux = spark.take_phase(step)                 # alternate: a full auxiliary phase's prompts, or None
 
 Caps and phase sizes are per step over all ranks, so W ranks build and train what one process would: each rank
-recycles its own groups, and `waterfill` over every rank's candidate (or queue) counts gives each rank its share
-of `judgment_cap` / `reflection_cap` / the phase size. Every rank joins each count exchange in the same order.
-Trained items are logged as global totals (`spark/aux/judgments_trained`, `spark/aux/reflections_trained`) with
-their mean age in policy steps (`spark/aux/mean_age`). Queue and RNG state go into checkpoints.
+recycles its own groups; `waterfill` over every rank's candidate counts gives each rank its share of
+`judgment_cap` / `reflection_cap`, and `plan_take` over every rank's queue inventory its share of a phase.
+Every rank joins each count exchange in the same order. Trained items are logged as global totals
+(`spark/aux/judgments_trained`, `spark/aux/reflections_trained`) with their mean age in policy steps
+(`spark/aux/mean_age`). Queue and RNG state go into checkpoints.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from spark_vl.config import Config, Derived
 from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle, verdict_separation
-from spark_vl.spark.queue import waterfill
+from spark_vl.spark.queue import plan_take, waterfill
 from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum
 from spark_vl.trainer.metrics import Means
 from spark_vl.types import Prompt, RolloutGroup
@@ -71,10 +72,9 @@ class SparkPhase:
             self.totals[name] += value  # this rank's run totals (summary.md reports rank 0's, like its logs)
 
     def _take(self, k: int, step: int) -> list[Prompt]:
-        """This rank's share of `k` queued items (newest first), the shares summing to min(k, all queued)."""
-        self.queue.evict(step)
-        quota = waterfill([int(c) for c in all_gather_objects(len(self.queue))], k)[self.dist.rank]
-        return self.queue.pop(quota, step)
+        """This rank's share of the `k` items one process holding every rank's queue would pop (newest first)."""
+        inventories = all_gather_objects(self.queue.inventory(step))
+        return self.queue.pop_planned(plan_take(inventories, k)[self.dist.rank])
 
     def take_mixed(self, step: int) -> list[Prompt]:
         """schedule=mixed: the recycled prompts that fill `aux_prompts_per_phase` of this step's batch."""

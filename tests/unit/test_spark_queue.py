@@ -12,7 +12,7 @@ from PIL import Image
 
 from spark_vl.config import SparkConfig
 from spark_vl.data.prompts import build_prompt
-from spark_vl.spark.queue import AuxQueue, interleave_kinds, waterfill
+from spark_vl.spark.queue import AuxQueue, interleave_kinds, interleaved_split, plan_take, waterfill
 from spark_vl.spark.recycle import recycle
 from spark_vl.types import RewardOutput, Rollout, RolloutGroup, Sample
 
@@ -102,3 +102,36 @@ def test_waterfill_by_hand(counts, budget, expected):
     quotas = waterfill(counts, budget)
     assert quotas == expected
     assert sum(quotas) == min(budget, sum(counts)) and all(q <= c for q, c in zip(quotas, counts))
+
+
+@pytest.mark.parametrize("j, r, k, expected", [
+    (2, 2, 3, (2, 1)),  # j r j
+    (3, 1, 3, (2, 1)),  # j r j | j
+    (1, 3, 3, (1, 2)),  # j r r | r
+    (3, 1, 9, (3, 1)),  # everything
+    (0, 3, 2, (0, 2)),
+])
+def test_interleaved_split_by_hand(j, r, k, expected):
+    assert interleaved_split(j, r, k) == expected
+
+
+def test_plan_take_equals_one_process_for_any_split_over_ranks():
+    """Whatever items each rank holds, the ranks together pop what one process holding all of them would."""
+    rng = random.Random(0)
+    for _ in range(200):
+        ranks = rng.choice([1, 2, 3, 8])
+        inventories = [{(s, kind): rng.randint(0, 3) for s in (1, 2, 3) for kind in ("judge", "reflect")}
+                       for _ in range(ranks)]
+        budget = rng.randint(0, 30)
+        merged = {key: sum(inv[key] for inv in inventories) for key in inventories[0]}
+        one = plan_take([merged], budget)[0]
+        plans = plan_take(inventories, budget)
+        for key in merged:
+            assert sum(p.get(key, 0) for p in plans) == one.get(key, 0), key
+            assert all(p.get(key, 0) <= inv[key] for p, inv in zip(plans, inventories))
+        assert sum(one.values()) == min(budget, sum(merged.values()))
+        newest_taken = [s for (s, _), c in one.items() if c]
+        # an older step is touched only when every newer item was taken
+        for (s, kind), c in merged.items():
+            if newest_taken and s > min(newest_taken):
+                assert one.get((s, kind), 0) == c
