@@ -209,6 +209,7 @@ class Trainer:
     processor: object
     rollout_engine: RolloutEngine
     state: TrainState
+    filler_prompt: EncodedPrompt | None = None  # a prompt of this run, for `filler` sequences
 
     @property
     def model(self):
@@ -275,6 +276,8 @@ class Trainer:
     def sequences(self, groups: list[RolloutGroup], experts: list[Prompt]) -> list[Sequence]:
         encode = PromptEncoder(self.processor)
         seqs = []
+        if groups and self.filler_prompt is None:
+            self.filler_prompt = encode(groups[0].prompt)
         for g, adv in zip(groups, self.advantages(groups)):
             for r, a in zip(g.rollouts, adv):
                 if r.token_ids:  # an empty response takes part in the group baseline, not in the loss
@@ -286,16 +289,24 @@ class Trainer:
             seqs.append(Sequence(encode(p), ids, is_expert=True))
         return seqs
 
+    @property
+    def lockstep(self) -> bool:
+        """ZeRO-3 on several ranks: every forward pass gathers parameters collectively, so all ranks must run the
+        same number of forwards through the same modules."""
+        return self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1
+
+    def filler(self) -> Sequence:
+        """A sequence that runs a forward pass and contributes nothing: a real prompt of this run (so the vision
+        tower runs too) with no response tokens, hence no loss, gradient or metric."""
+        return Sequence(self.filler_prompt, [], old_logprobs=[], ref_logprobs=[])
+
     def forward_chunks(self, seqs: list[Sequence]) -> list[list[Sequence]]:
-        """`micro_batch_size` sequences per forward pass. Under ZeRO-3 with several ranks every forward is a
-        collective, so a rank with fewer chunks adds one-token fillers until all ranks have the same number."""
+        """`micro_batch_size` sequences per forward pass; under `lockstep` a rank with fewer chunks adds fillers
+        until all ranks have the same number."""
         size = self.cfg.trainer.micro_batch_size
         chunks = [seqs[i : i + size] for i in range(0, len(seqs), size)]
-        if self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1:
-            counts = all_gather_objects(len(chunks))
-            pad = self.processor.tokenizer.pad_token_id
-            filler = Sequence(EncodedPrompt([pad], [0], None, None), [pad])
-            chunks += [[filler]] * (max(counts) - len(chunks))
+        if self.lockstep:
+            chunks += [[self.filler()]] * (max(all_gather_objects(len(chunks))) - len(chunks))
         return chunks
 
     @torch.no_grad()
@@ -353,6 +364,8 @@ class Trainer:
                 bad = False
                 # DeepSpeed counts exactly grad_accum micro-steps per optimizer step.
                 for mb in split_even(mini, accum):
+                    if not mb and self.lockstep:
+                        mb = [self.filler()]  # the other ranks run a forward here: join it
                     loss = self.micro_loss(collate(mb, pad).to(self.dist.device), pg_denom, sft_denom,
                                            policy_loss_fn, metrics) if mb else None
                     finite = loss is None or bool(torch.isfinite(loss).item())
@@ -403,7 +416,8 @@ class Trainer:
         # Each micro-batch holds a share of its optimizer step's loss: weight the shares so the logged value is
         # the mean over optimizer steps of the full step loss.
         share = 1.0 / (self.engine.gradient_accumulation_steps() * self.dist.world_size)
-        metrics.add("loss/policy", loss.item(), share)
+        if mask.sum() > 0:  # not a lockstep filler
+            metrics.add("loss/policy", loss.item(), share)
         if n_pg:
             metrics.add("actor/clipfrac", (out.clipped_BT * pg_mask).sum().item(), n_pg)
             metrics.add("actor/entropy", (entropy.detach() * pg_mask).sum().item(), n_pg)

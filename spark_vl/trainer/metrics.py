@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from spark_vl.trainer.distributed import all_reduce_sum
+from spark_vl.trainer.distributed import all_gather_objects, all_reduce_sum
 from spark_vl.types import RolloutGroup
 
 MAIN_CURVES = [
@@ -45,7 +45,10 @@ class Means:
         self.totals[name] += float(value)
 
     def reduce(self, device) -> dict[str, float]:
-        names, summed = sorted(self.sums), sorted(self.totals)
+        # Ranks may hold different names (a rank without auxiliary items, a category only one rank saw): reduce
+        # over the union, so every rank joins the same all-reduce.
+        names, summed = (sorted(set().union(*parts)) for parts in
+                         zip(*all_gather_objects((list(self.sums), list(self.totals)))))
         flat = all_reduce_sum([self.sums[n] for n in names] + [self.counts[n] for n in names]
                               + [self.totals[n] for n in summed], device)
         k = len(names)
