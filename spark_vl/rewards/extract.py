@@ -52,17 +52,15 @@ def _match_braces(text: str, start: int) -> dict[int, int]:
     return closing
 
 
-def find_boxes(text: str) -> list[str]:
-    """Contents of all outermost, properly closed and non-empty boxes, in document order.
-
-    `\\boxed{\\boxed{5}}` yields "5" (a box that is only another box is unwrapped); a box nested inside
-    a larger box's content is part of that content, not a separate answer.
+def box_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every outermost, properly closed box, in document order; `text[start:end]` is the
+    whole box. The content is stripped and a box that is only another box is unwrapped; it may be empty.
     """
     first = _BOX_RE.search(text)
     if first is None:
         return []
     closing = _match_braces(text, first.start())
-    boxes: list[str] = []
+    spans: list[tuple[int, int, str]] = []
     end_of_previous = -1
     for m in _BOX_RE.finditer(text, first.start()):
         if m.start() < end_of_previous:
@@ -72,10 +70,17 @@ def find_boxes(text: str) -> list[str]:
         if close_at is None:
             continue  # never closed: not an answer (a later, closed box may still be)
         end_of_previous = close_at
-        content = _unwrap_single_box(text[open_at + 1 : close_at].strip())
-        if content:
-            boxes.append(content)
-    return boxes
+        spans.append((m.start(), close_at + 1, _unwrap_single_box(text[open_at + 1 : close_at].strip())))
+    return spans
+
+
+def find_boxes(text: str) -> list[str]:
+    """Contents of all outermost, properly closed and non-empty boxes, in document order.
+
+    `\\boxed{\\boxed{5}}` yields "5" (a box that is only another box is unwrapped); a box nested inside
+    a larger box's content is part of that content, not a separate answer.
+    """
+    return [content for _, _, content in box_spans(text) if content]
 
 
 def _unwrap_single_box(content: str) -> str:
@@ -187,7 +192,3 @@ def extract_answer(response: object, mode: Mode = "last", *, fallback: bool = Tr
     # An "answer" the length of an essay is not verifiable; keep a prefix for logging only.
     return found[: MAX_ANSWER_CHARS * 4] if found else None
 
-
-def count_boxes(text: str) -> int:
-    """Number of closed, non-empty outermost boxes (used by the format reward)."""
-    return len(find_boxes(text))
