@@ -19,6 +19,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,12 @@ from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
 from spark_vl.config import Config, derived, dump_yaml, validate
+from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rollout import make_engine
+from spark_vl.spark import judge_score
 from spark_vl.trainer.batch import PromptEncoder, Sequence, collate, response_values
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
 from spark_vl.trainer.engine import all_reduce_sum, build_engine, build_reference, init_distributed, zero3_loading
-from spark_vl.trainer.rewarding import has_gold, score_groups
 from spark_vl.trainer.spark_phase import SparkPhase
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
 
@@ -111,7 +113,8 @@ class Trainer:
             # ZeRO-3: every rank must join the judge forward pass if any rank has something to judge.
             local = sum(1 for g in groups for r in g.rollouts if not has_gold(r))
             judge_everywhere = all_reduce_sum([local], self.dist.device)[0] > 0
-        score_groups(groups, self.cfg.reward, self.model, self.processor, judge_everywhere)
+        judge = partial(judge_score, self.model, self.processor) if self.cfg.reward.judge_weight > 0 else None
+        score_groups(groups, self.cfg.reward, judge, judge_all=judge_everywhere)
 
     # -- sequences, log-probs and the update -------------------------------------------------------------------
     def sequences(self, groups: list[RolloutGroup], experts: list[Prompt]) -> list[Sequence]:
