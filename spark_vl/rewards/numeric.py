@@ -77,7 +77,6 @@ _ATTACHED_UNIT_RE = re.compile(
     r"(?:\^\{?\d\}?|²|³)?(?:/(?:s|h|min|m|cm|kg|g|L|mol)(?:\^\{?\d\}?|²)?)?$"
 )
 
-_INT = r"\d+"
 _DEC_RE = re.compile(r"^(\d{1,3}(?:,\d{3})+|\d+)?(?:\.(\d+))?$")
 _SCI_E_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)$")
 _SCI_TIMES_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*\{?\s*([+-]?\d+)\s*\}?$")
