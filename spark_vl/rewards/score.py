@@ -87,7 +87,7 @@ def _math(response: object, spec: GoldSpec, cfg: RewardConfig) -> tuple[RewardOu
     gold_problem = None
     if kind in ("yes_no", "ab"):
         want = normalize_verdict(spec.answer, kind) if isinstance(spec.answer, str) else None
-        extracted = parse_verdict(response, kind, mode=cfg.extract)
+        extracted = parse_verdict(response, kind, mode=cfg.extract, fallback=cfg.extract_fallback)
         if want is None:
             gold_problem = f"gold {spec.answer!r} is not a {kind} verdict"
         accuracy = float(want is not None and extracted == want)

@@ -64,7 +64,8 @@ def run_case(case: dict):
             precision=case.get("precision"),
             tolerance=case.get("tolerance"),
         )
-        cfg = RewardConfig(extract=case.get("mode", "last"), format=case.get("format", "none"), format_weight=0.5)
+        cfg = RewardConfig(extract=case.get("mode", "last"), format=case.get("format", "none"), format_weight=0.5,
+                           extract_fallback=case.get("fallback", True))
         out = score(case["response"], sample, cfg)
         return out
     raise ValueError(f"case {case['id']}: unknown kind {kind!r}")
