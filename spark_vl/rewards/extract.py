@@ -8,9 +8,12 @@ evaluates on the first; our default is last).
 Order of sources (the first source that yields an answer wins, within it `mode` picks the occurrence):
   1. `<answer>...</answer>`; a box inside the tag is unwrapped.
   2. `\\boxed{..}`, `\\box{..}`, `\\fbox{..}`, `\\framebox{..}` with brace matching (nested boxes unwrap).
-  3. "the answer is X" / "final answer: X" / "Answer: X" (only with `fallback=True`).
+  3. "the answer is X" / "final answer: X" / "Answer: X" (only with `fallback=True`); a phrase nested in another
+     (Minerva's "Final Answer: The final answer is X. I hope it is correct.") gives X.
   4. the last non-empty line, trimmed to what follows its last "=" or " is " (only with `fallback=True`).
 When a response has a `</think>` and its tail holds a box or tag, only the tail is searched.
+A box is final: prose after the chosen box ("\\boxed{5}. Wait, that is wrong, it is 6.") is never parsed, so a
+retraction in prose does not change the answer (the last box, or the first with mode="first", wins).
 
 Everything here is linear in the response length: braces are matched in one stack pass (not with a
 recursive regex), so a 200k-character response or 10,000 nested braces cost milliseconds.
@@ -135,6 +138,11 @@ def _from_phrase(text: str, mode: Mode) -> str | None:
         return None
     m = matches[0] if mode == "first" else matches[-1]
     candidate = m.group(1).strip()
+    for _ in range(3):  # Minerva: "Final Answer: The final answer is $5$. I hope it is correct." -> "$5$. I hope ..."
+        inner = _ANSWER_PHRASE_RE.match(candidate)
+        if inner is None:
+            break
+        candidate = inner.group(1).strip()
     cut = _SENTENCE_END_RE.search(candidate)  # "The answer is 5. Because ..." -> "5"
     if cut is not None:
         candidate = candidate[: cut.start()]

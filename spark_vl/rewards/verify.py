@@ -3,6 +3,7 @@
     verdict   yes_no / ab golds                   parse_verdict forms, case and wrapper insensitive
     choice    option letters / option text        letter sets; option text <-> letter through `choices`
     number    both sides parse as numbers         exact fractions, percent, units, degrees, rounding rules
+    interval  inequalities / set-builder sets      rewritten as the interval they denote, then the layers below
     identity  same LaTeX up to spacing/wrappers    no parsing needed
     symbolic  everything else                      math-verify + sympy in a killable worker (symbolic.py)
     text      free-text golds                      lower case, no articles/punctuation/\\text{}
@@ -24,6 +25,7 @@ from spark_vl.rewards.extract import extract_answer
 from spark_vl.rewards.normalize import (
     MAX_ANSWER_CHARS,
     clean_latex,
+    interval_form,
     latex_key,
     latex_well_formed,
     normalize_text,
@@ -259,6 +261,10 @@ def _check(
         return Check(False, "input", f"gold {gold[:200]!r} is malformed LaTeX (unbalanced braces or environments)")
     if kind == "text":
         return _check_text(pred, gold)
+    # "1 < x \\leq 3", "\\{x \\mid x < 2\\}" and "\\varnothing" are compared as the intervals / empty set they denote.
+    p_int, g_int = interval_form(pred), interval_form(gold)
+    if p_int is not None or g_int is not None:
+        pred, gold = p_int or pred, g_int or gold
 
     g_num, p_num = parse_number(gold), parse_number(pred)
     if g_num is not None and p_num is not None:
