@@ -114,16 +114,17 @@ def _sample(case: dict):
     )
 
 
-def _cfg(workers: int = 0, mode: str = "last"):
+def _cfg(workers: int = 0, mode: str = "last", fallback: bool = True):
     from spark_vl.config import RewardConfig
 
-    return RewardConfig(extract=mode, format="none", num_workers=workers)
+    return RewardConfig(extract=mode, format="none", num_workers=workers, extract_fallback=fallback)
 
 
 def ours_reward(case: dict) -> bool:
     from spark_vl.rewards import score
 
-    return score(as_response(case), _sample(case), _cfg(mode=case.get("mode", "last"))).correct
+    cfg = _cfg(mode=case.get("mode", "last"), fallback=case.get("fallback", True))
+    return score(as_response(case), _sample(case), cfg).correct
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def groups_for(step: int, indices: range, accuracy: float, seed: int) -> list[Ro
         rollouts = []
         for _ in range(8):
             right = rng.random() < accuracy
-            text = "\\boxed{3}" if right else "\\boxed{%d}" % rng.randint(4, 9)
+            text = "\\boxed{3}" if right else f"\\boxed{{{rng.randint(4, 9)}}}"
             rollouts.append(Rollout(prompt=p, token_ids=[1], text=text,
                                     reward=RewardOutput(float(right), {"accuracy": float(right)})))
         out.append(RolloutGroup(p, rollouts))

@@ -1,19 +1,20 @@
 """Typed containers that flow through spark-vl.
 
-    Sample ──► Prompt ──► Rollout (n per prompt, grouped in a RolloutGroup) ──► TrainBatch
+    Sample ──► Prompt ──► Rollout (n per prompt, grouped in a RolloutGroup) ──► TrainBatch (trainer/batch.py)
 
 Every stage passes these dataclasses, never string-keyed dicts of tensors. A `Prompt` always carries
 the `Sample` its verifier checks against: for a policy prompt that is the dataset row, for a SPARK
 auxiliary prompt it is a derived sample whose `answer` is the verdict label ("Yes"/"No", "A"/"B") or
 the original gold answer (reflection), with `meta["origin_uid"]` pointing at the source row.
+
+This module does not import torch (the reward pool workers import it); the tensor container `TrainBatch`
+lives next to its only builder in `spark_vl.trainer.batch`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import torch
 
 # An image reference as stored in a dataset row: a path (absolute, or relative to the dataset root),
 # raw encoded bytes, an HF image struct {"bytes": ..., "path": ...}, or a decoded PIL image.
@@ -119,35 +120,3 @@ class RolloutGroup:
     @property
     def num_correct(self) -> int:
         return sum(1 for r in self.rollouts if r.reward is not None and r.reward.correct)
-
-
-@dataclass
-class TrainBatch:
-    """Padded tensors for one micro-batch of the update. B = sequences, T = padded length (prompt + response).
-
-    Response-aligned tensors (`*_logprobs`, `advantages`, `response_mask`, `loss_weights`) are indexed by
-    the *predicting* position: entry [b, t] belongs to token input_ids[b, t + 1], so they have T - 1 columns.
-    """
-
-    input_ids: torch.Tensor  # [B, T] long, right-padded
-    attention_mask: torch.Tensor  # [B, T] long
-    mm_token_type_ids: torch.Tensor  # [B, T] int, 1 on image tokens, 0 elsewhere (zero over responses)
-    pixel_values: torch.Tensor | None  # [num_patches, patch_dim], all images of the batch concatenated
-    image_grid_thw: torch.Tensor | None  # [num_images, 3]
-    response_mask: torch.Tensor  # [B, T-1] float, 1 where the predicted token is a response token
-    advantages: torch.Tensor  # [B, T-1] float (sequence advantage broadcast over response tokens)
-    old_logprobs: torch.Tensor | None = None  # [B, T-1] behaviour/old policy log-probs
-    ref_logprobs: torch.Tensor | None = None  # [B, T-1] frozen reference log-probs
-    loss_weights: torch.Tensor | None = None  # [B] per-sequence weight (e.g. auxiliary share), default 1
-    is_expert: torch.Tensor | None = None  # [B] bool, sequences trained with the supervised term
-
-    @property
-    def num_sequences(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    def to(self, device: torch.device | str) -> TrainBatch:
-        moved = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            moved[name] = value.to(device) if isinstance(value, torch.Tensor) else value
-        return TrainBatch(**moved)

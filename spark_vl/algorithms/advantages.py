@@ -17,6 +17,10 @@ per-prompt value tracker. Stateless estimators ignore both.
 
 `norm_by_std=False` turns grpo into dr_grpo. A group of size 1 has no baseline: grpo/dr_grpo/rloo give
 it advantage r (verl's convention for rloo) minus nothing, i.e. r - r = 0 for grpo, r for rloo.
+
+A flat group (all rewards equal, up to FLAT_TOL relative) gets advantage exactly 0 from every estimator. Without
+the guard, float32 rounding of the mean leaves ~1e-8 in r - mean, and dividing by (std≈0 + eps) turns it into
+one same-sign advantage for the whole group: eight rewards of 0.9 gave -0.056 (eps 1e-6) or -0.92 (eps 1e-9).
 """
 
 from __future__ import annotations
@@ -24,6 +28,22 @@ from __future__ import annotations
 import torch
 
 from spark_vl.config import AlgorithmConfig
+
+FLAT_TOL = 1e-6  # a group whose max - min is at most FLAT_TOL * max(1, max |r|) counts as all-equal
+
+
+def flat_groups(rewards_GN: torch.Tensor) -> torch.Tensor:
+    """[G, 1] bool: True for groups whose rewards are all equal (within FLAT_TOL); empty groups are not flat."""
+    if rewards_GN.shape[1] == 0:
+        return torch.zeros(rewards_GN.shape[0], 1, dtype=torch.bool)
+    spread = rewards_GN.amax(dim=1, keepdim=True) - rewards_GN.amin(dim=1, keepdim=True)
+    return spread <= FLAT_TOL * rewards_GN.abs().amax(dim=1, keepdim=True).clamp(min=1.0)
+
+
+def group_centred(rewards_GN: torch.Tensor) -> torch.Tensor:
+    """r - mean_g [G, N], exactly 0 in flat groups (see the module docstring)."""
+    centred = rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
+    return centred.masked_fill(flat_groups(rewards_GN), 0.0)
 
 
 def group_std(rewards_GN: torch.Tensor, unbiased: bool) -> torch.Tensor:
@@ -33,28 +53,29 @@ def group_std(rewards_GN: torch.Tensor, unbiased: bool) -> torch.Tensor:
 
 
 def grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
-    centred = rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
+    centred = group_centred(rewards_GN)
     if not cfg.norm_by_std:
         return centred
     return centred / (group_std(rewards_GN, cfg.std_unbiased) + cfg.adv_eps)
 
 
 def dr_grpo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
-    return rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
+    return group_centred(rewards_GN)
 
 
 def rloo(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
     n = rewards_GN.shape[1]
     if n < 2:
         return rewards_GN.clone()
-    return n / (n - 1) * (rewards_GN - rewards_GN.mean(dim=1, keepdim=True))
+    return n / (n - 1) * group_centred(rewards_GN)
 
 
 def reinforce_pp_baseline(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=None, state=None) -> torch.Tensor:
-    centred = rewards_GN - rewards_GN.mean(dim=1, keepdim=True)
+    centred = group_centred(rewards_GN)
     if centred.numel() < 2:
         return centred
-    return (centred - centred.mean()) / (centred.std() + cfg.adv_eps)
+    whitened = (centred - centred.mean()) / (centred.std() + cfg.adv_eps)
+    return whitened.masked_fill(flat_groups(rewards_GN), 0.0)  # exactly 0, as the exact batch mean of centred is 0
 
 
 ADVANTAGES = {

@@ -1,6 +1,6 @@
 """Gold-answer normalisation and question keys shared by every recipe.
 
-    normalize_gold("\\boxed{17^\\circ}")            -> Gold("17^\\circ", "expression")
+    normalize_gold("\\boxed{3\\sqrt{2}}")            -> Gold("3\\sqrt{2}", "expression")
     normalize_gold("(B)", choices=["3", "4", "5"])  -> Gold("B", "mcq_letter")
     normalize_gold("4", choices=["3", "4", "5"])    -> Gold("B", "mcq_letter")   (option text resolved)
     parse_options("Find x.\\nChoices:\\n(A) 3\\n(B) 4") -> ["3", "4"]
@@ -8,8 +8,11 @@
 
 The canonical `answer` is the bare gold the verifier compares against; recipes keep the shipped form
 in `answer_raw`. Option lists stay inside the problem text (the model must see them); `parse_options`
-only tells the verifier which texts the letters stand for. Rules are deliberately conservative: an
-answer we cannot classify is kept verbatim as `text`, never guessed into another type.
+only tells the verifier which texts the letters stand for.
+
+One vocabulary with the verifier: boxes are found by `rewards.extract.box_spans`, letters and option
+text by `rewards.choices`, and the stored type is `rewards.verify.infer_answer_type` of the canonical gold,
+so a prepared row is scored exactly as the same gold without a stored type would be.
 """
 
 from __future__ import annotations
@@ -18,15 +21,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-LETTERS = "ABCDEFGHIJ"
-_BOX_OPENERS = ("\\boxed{", "\\fbox{", "\\box{")
-_INT = re.compile(r"^[+-]?\d+$")
+from spark_vl.rewards.choices import LETTERS, gold_letters
+from spark_vl.rewards.extract import box_spans
+from spark_vl.rewards.verify import infer_answer_type
+
 _INT_GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+)$")
-_LETTER_FORMS = re.compile(r"^\(?([A-J])\)?(?:[.:)]\s*.*)?$", re.DOTALL)
-_OPTION_WORD = re.compile(r"^(?:option|choice|answer)\s*:?\s*\(?([A-J])\)?\.?$", re.IGNORECASE)
-_MULTI = re.compile(r"^\(?[A-J]\)?(?:\s*(?:,|and|&|/|\s)\s*\(?[A-J]\)?)+$")
-_MATHY = re.compile(r"[\\^_=<>+*/√π∞°]|\d")
 # Option lines: "(A) 3", "A. 3", "A: 3", "A) 3" at the start of a line.
 _OPTION_LINE = re.compile(r"^\s*\(?([A-J])[).:]\s*(.+?)\s*$")
 _INLINE_OPTION = re.compile(r"(?:^|\s)\(?([A-J])[).:]\s*")
@@ -42,37 +41,17 @@ class Gold:
     answer_type: str
 
 
-def find_boxes(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of every top-level brace-matched \\boxed{...} / \\fbox{...} in `text`."""
-    boxes = []
-    i = 0
-    while i < len(text):
-        opener = next((o for o in _BOX_OPENERS if text.startswith(o, i)), None)
-        if opener is None:
-            i += 1
-            continue
-        depth, j = 1, i + len(opener)
-        while j < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            j += 1
-        if depth:  # unbalanced: not a box
-            break
-        boxes.append((i, j, text[i + len(opener) : j - 1]))
-        i = j
-    return boxes
-
-
 def unbox(text: str) -> str:
     """Strip outer \\boxed{} wrappers; several boxes and nothing else become "a, b". Other text is kept."""
     text = text.strip()
-    boxes = find_boxes(text)
-    if not boxes:
+    spans = box_spans(text)
+    if not spans:
         return text
     rest = text
-    for start, end, _ in reversed(boxes):
+    for start, end, _ in reversed(spans):
         rest = rest[:start] + rest[end:]
     if rest.strip(" \t\n$.,;:").lower() in ("", "the answer is", "answer", "final answer"):
-        return ", ".join(content.strip() for _, _, content in boxes)
+        return ", ".join(content for _, _, content in spans)
     return text
 
 
@@ -93,49 +72,13 @@ def _strip_wrappers(text: str) -> str:
     return text
 
 
-def _norm_option(text: str) -> str:
-    return re.sub(r"\s+", " ", _strip_wrappers(text)).strip().rstrip(".").lower()
-
-
-def resolve_letter(answer: str, choices: list[str] | None) -> str | None:
-    """The option letter `answer` denotes ("(B)", "B.", "Option B", "B: text" or an option's text), if any."""
-    text = answer.strip()
-    n = len(choices) if choices else len(LETTERS)
-    m = _LETTER_FORMS.match(text) or _OPTION_WORD.match(text)
-    if m and LETTERS.index(m.group(1)) < n:
-        # "B: text" only counts when no option text equals the whole answer (an option may itself start so).
-        if choices is None or len(text) <= 3 or not any(_norm_option(c) == _norm_option(text) for c in choices):
-            return m.group(1)
-    if choices:
-        key = _norm_option(text)
-        hits = [i for i, c in enumerate(choices) if _norm_option(c) == key]
-        if len(hits) == 1:
-            return LETTERS[hits[0]]
-    return None
-
-
-def infer_answer_type(answer: str, choices: list[str] | None = None) -> str:
-    """Classify a bare gold answer (see ANSWER_TYPES)."""
-    text = answer.strip()
-    if choices and resolve_letter(text, choices):
-        return "mcq_letter"
-    if choices and _MULTI.match(text):
-        return "mcq_multi"
-    if re.fullmatch(r"[A-J]", text):
-        return "mcq_letter"
-    if text.lower() in ("yes", "no"):
-        return "yes_no"
-    if _INT.match(text) or _INT_GROUPED.match(text):
-        return "integer"
-    if _FLOAT.match(text):
-        return "float"
-    if _MATHY.search(text):
-        return "expression"
-    return "text"
-
-
 def normalize_gold(raw: str | int | float, choices: list[str] | None = None) -> Gold:
-    """The canonical bare answer and its type from a gold answer as a dataset shipped it."""
+    """The canonical bare answer and its type from a gold answer as a dataset shipped it.
+
+    Letters become "B" / "A, C" (sorted), an option's text becomes its letter, yes/no become "Yes"/"No" and
+    grouped integers lose their separators; anything else is kept verbatim. The type is the verifier's
+    `infer_answer_type` of the result.
+    """
     if isinstance(raw, bool):
         raw = "Yes" if raw else "No"
     text = str(raw).strip()
@@ -143,20 +86,14 @@ def normalize_gold(raw: str | int | float, choices: list[str] | None = None) -> 
     if tag:  # R1-V layout: "<answer> 3 </answer>"
         text = tag.group(1).strip()
     text = _strip_wrappers(unbox(text))
-    if choices:
-        letter = resolve_letter(text, choices)
-        if letter:
-            return Gold(letter, "mcq_letter")
-        if _MULTI.match(text):
-            letters = sorted(set(re.findall(r"[A-J]", text)))
-            if all(LETTERS.index(x) < len(choices) for x in letters):
-                return Gold(", ".join(letters), "mcq_multi")
     kind = infer_answer_type(text, choices)
-    if kind == "mcq_letter":
-        text = resolve_letter(text, choices) or text
+    if kind in ("mcq_letter", "mcq_multi"):
+        letters = gold_letters(text, choices)
+        if letters:
+            text = ", ".join(sorted(letters))
     elif kind == "yes_no":
-        text = text.capitalize()
-    elif kind == "integer":
+        text = text.rstrip(".").strip().capitalize()
+    elif kind == "integer" and _INT_GROUPED.match(text):
         text = text.replace(",", "")
     return Gold(text, kind)
 

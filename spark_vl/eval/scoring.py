@@ -13,14 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spark_vl.eval.protocols import EvalProtocol
-from spark_vl.rewards import extract_answer, verify
+from spark_vl.rewards import check, extract_answer
 from spark_vl.rewards.choices import LETTERS, letter_for_text, parse_letters
 from spark_vl.types import Sample
-
-try:  # `check` also names the verifier layer that decided; fall back to the plain bool if it is absent
-    from spark_vl.rewards.verify import check as _check
-except ImportError:  # pragma: no cover - depends on the verifier's internals
-    _check = None
 
 
 @dataclass
@@ -50,10 +45,8 @@ def verifier(sample: Sample, pred: str, **overrides: Any) -> tuple[bool, str]:
         "tolerance": sample.tolerance,
     }
     kwargs.update(overrides)
-    if _check is not None:
-        result = _check(pred, sample.answer, **kwargs)
-        return bool(result.correct), f"verifier:{result.layer}"
-    return bool(verify(pred, sample.answer, **kwargs)), "verifier"
+    result = check(pred, sample.answer, **kwargs)
+    return bool(result.correct), f"verifier:{result.layer}"
 
 
 def verifier_score(sample: Sample, response: str | None, protocol: EvalProtocol, **overrides: Any) -> Score:
@@ -83,18 +76,6 @@ def letters_or_option(text: str | None, choices: list[str] | None, *, multi: boo
         letter = letter_for_text(text, choices)
         found = frozenset(letter) if letter else None
     return found
-
-
-def gold_letter_set(answer: str) -> frozenset[str]:
-    """Gold letters from "A", "A, C", "A and C", "AC", "(B)": the set of capital letters A-Z named."""
-    body = re.sub(r"\band\b", ",", answer)
-    parts = [p for p in re.split(r"[\s,;/&]+", body.strip().strip("()[]{}")) if p]
-    found: set[str] = set()
-    for part in parts:
-        part = part.strip("()[].:")
-        if re.fullmatch(r"[A-Z]+", part):
-            found.update(part)
-    return frozenset(found)
 
 
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

@@ -5,14 +5,15 @@
     parse_verdict(response, kind)               "Yes"/"No" or "A"/"B" from a judge response, or None
     score(response, sample, cfg)                RewardOutput with parts accuracy and format
     score_batch(responses, samples, cfg)        the same for a step, in a persistent process pool
-    REWARDS / get_reward_fn(name)               "math" or "package.module:function"
+    score_groups(groups, cfg, judge=None)       set rollout.reward for a step (judge: P(Yes) for gold-less rows)
+    REWARDS                                     "math"; cfg.name may also be "package.module:function"
 
 Importing this package does not import torch or sympy; sympy only ever runs in the symbolic worker process.
 """
 
 from spark_vl.rewards.extract import extract_answer
 from spark_vl.rewards.formats import format_score
-from spark_vl.rewards.score import REWARDS, GoldSpec, close_pool, get_reward_fn, score, score_batch
+from spark_vl.rewards.score import REWARDS, GoldSpec, close_pool, has_gold, score, score_batch, score_groups
 from spark_vl.rewards.verdict import normalize_verdict, parse_verdict
 from spark_vl.rewards.verify import Check, check, infer_answer_type, verify
 
@@ -24,11 +25,12 @@ __all__ = [
     "close_pool",
     "extract_answer",
     "format_score",
-    "get_reward_fn",
+    "has_gold",
     "infer_answer_type",
     "normalize_verdict",
     "parse_verdict",
     "score",
     "score_batch",
+    "score_groups",
     "verify",
 ]

@@ -104,9 +104,13 @@ def _as_letters(text: str, choices: list[str] | None, compact: bool) -> frozense
     return frozenset(letter) if letter is not None else None
 
 
-def gold_letters(gold: str, choices: list[str] | None) -> frozenset[str] | None:
-    """Gold as a letter set: from letters ("B", "A, C", "AC" with choices) or from an option's text."""
-    return _as_letters(gold, choices, compact=bool(choices))
+def gold_letters(gold: str, choices: list[str] | None, *, allow_compact: bool | None = None) -> frozenset[str] | None:
+    """Gold as a letter set: from letters ("B", "(B)", "A, C", "A and C") or from an option's text.
+
+    The compact form "AC" counts as two letters only with `choices` (without them it may be a segment name),
+    unless `allow_compact` says otherwise (a benchmark whose golds are known to be letter sets).
+    """
+    return _as_letters(gold, choices, compact=bool(choices) if allow_compact is None else allow_compact)
 
 
 def pred_letters(pred: str, choices: list[str] | None, *, multi_gold: bool) -> frozenset[str] | None:

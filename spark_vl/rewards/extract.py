@@ -8,9 +8,12 @@ evaluates on the first; our default is last).
 Order of sources (the first source that yields an answer wins, within it `mode` picks the occurrence):
   1. `<answer>...</answer>`; a box inside the tag is unwrapped.
   2. `\\boxed{..}`, `\\box{..}`, `\\fbox{..}`, `\\framebox{..}` with brace matching (nested boxes unwrap).
-  3. "the answer is X" / "final answer: X" / "Answer: X" (only with `fallback=True`).
+  3. "the answer is X" / "final answer: X" / "Answer: X" (only with `fallback=True`); a phrase nested in another
+     (Minerva's "Final Answer: The final answer is X. I hope it is correct.") gives X.
   4. the last non-empty line, trimmed to what follows its last "=" or " is " (only with `fallback=True`).
 When a response has a `</think>` and its tail holds a box or tag, only the tail is searched.
+A box is final: prose after the chosen box ("\\boxed{5}. Wait, that is wrong, it is 6.") is never parsed, so a
+retraction in prose does not change the answer (the last box, or the first with mode="first", wins).
 
 Everything here is linear in the response length: braces are matched in one stack pass (not with a
 recursive regex), so a 200k-character response or 10,000 nested braces cost milliseconds.
@@ -52,17 +55,15 @@ def _match_braces(text: str, start: int) -> dict[int, int]:
     return closing
 
 
-def find_boxes(text: str) -> list[str]:
-    """Contents of all outermost, properly closed and non-empty boxes, in document order.
-
-    `\\boxed{\\boxed{5}}` yields "5" (a box that is only another box is unwrapped); a box nested inside
-    a larger box's content is part of that content, not a separate answer.
+def box_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every outermost, properly closed box, in document order; `text[start:end]` is the
+    whole box. The content is stripped and a box that is only another box is unwrapped; it may be empty.
     """
     first = _BOX_RE.search(text)
     if first is None:
         return []
     closing = _match_braces(text, first.start())
-    boxes: list[str] = []
+    spans: list[tuple[int, int, str]] = []
     end_of_previous = -1
     for m in _BOX_RE.finditer(text, first.start()):
         if m.start() < end_of_previous:
@@ -72,10 +73,17 @@ def find_boxes(text: str) -> list[str]:
         if close_at is None:
             continue  # never closed: not an answer (a later, closed box may still be)
         end_of_previous = close_at
-        content = _unwrap_single_box(text[open_at + 1 : close_at].strip())
-        if content:
-            boxes.append(content)
-    return boxes
+        spans.append((m.start(), close_at + 1, _unwrap_single_box(text[open_at + 1 : close_at].strip())))
+    return spans
+
+
+def find_boxes(text: str) -> list[str]:
+    """Contents of all outermost, properly closed and non-empty boxes, in document order.
+
+    `\\boxed{\\boxed{5}}` yields "5" (a box that is only another box is unwrapped); a box nested inside
+    a larger box's content is part of that content, not a separate answer.
+    """
+    return [content for _, _, content in box_spans(text) if content]
 
 
 def _unwrap_single_box(content: str) -> str:
@@ -130,6 +138,11 @@ def _from_phrase(text: str, mode: Mode) -> str | None:
         return None
     m = matches[0] if mode == "first" else matches[-1]
     candidate = m.group(1).strip()
+    for _ in range(3):  # Minerva: "Final Answer: The final answer is $5$. I hope it is correct." -> "$5$. I hope ..."
+        inner = _ANSWER_PHRASE_RE.match(candidate)
+        if inner is None:
+            break
+        candidate = inner.group(1).strip()
     cut = _SENTENCE_END_RE.search(candidate)  # "The answer is 5. Because ..." -> "5"
     if cut is not None:
         candidate = candidate[: cut.start()]
@@ -187,7 +200,3 @@ def extract_answer(response: object, mode: Mode = "last", *, fallback: bool = Tr
     # An "answer" the length of an essay is not verifiable; keep a prefix for logging only.
     return found[: MAX_ANSWER_CHARS * 4] if found else None
 
-
-def count_boxes(text: str) -> int:
-    """Number of closed, non-empty outermost boxes (used by the format reward)."""
-    return len(find_boxes(text))

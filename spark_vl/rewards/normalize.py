@@ -150,3 +150,57 @@ def braces_balanced(s: str) -> bool:
                 return False
         i += 1
     return depth == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inequalities and set-builder notation as intervals
+
+_EMPTY_SET_RE = re.compile(r"^(?:\\emptyset|\\varnothing|∅|\\\{\s*\\\}|\{\s*\})$")
+_CMP_RE = re.compile(r"(<=|>=|<|>)")
+_VAR_RE = re.compile(r"^[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?$")
+_SET_BUILDER_RE = re.compile(
+    r"^\\\{\s*([a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?)(?:\s*\\in\s*\\mathbb\{R\})?\s*(?:\\mid|\||:)(.*)\\\}$"
+)
+_HAS_CMP_RE = re.compile(r"[<>≤≥]|\\[lg](?:e|t)(?![a-zA-Z])|\\[lg]eq")
+_CMP_WORDS = (("\\leqslant", "<="), ("\\geqslant", ">="), ("\\leq", "<="), ("\\geq", ">="), ("\\le", "<="),
+              ("\\ge", ">="), ("\\lt", "<"), ("\\gt", ">"), ("≤", "<="), ("≥", ">="))
+
+
+def interval_form(s: str) -> str | None:
+    """The interval an inequality or a set-builder set in one variable denotes, or None if `s` is neither.
+
+    "1 < x \\leq 3" -> "(1, 3]", "x < 2" -> "(-\\infty, 2)", "x \\geq 0" -> "[0, \\infty)",
+    "\\{x \\mid 1 < x \\leq 3\\}" -> "(1, 3]", "\\varnothing" / "\\{\\}" -> "\\emptyset". Linear in len(s).
+    """
+    t = clean_latex(s).strip().rstrip(".")
+    if _EMPTY_SET_RE.match(t):
+        return "\\emptyset"
+    m = _SET_BUILDER_RE.match(t)
+    if m is not None:
+        t = m.group(2).strip()
+    if _HAS_CMP_RE.search(t) is None:
+        return None
+    for word, op in _CMP_WORDS:
+        t = re.sub(re.escape(word) + r"(?![a-zA-Z])", op, t)
+    parts = [p.strip() for p in _CMP_RE.split(t)]
+    if len(parts) == 3:  # x < b, x >= a, a < x, b > x
+        left, op, right = parts
+        if _VAR_RE.match(left) and right:
+            bound, upper = right, op.startswith("<")
+        elif _VAR_RE.match(right) and left:
+            bound, upper = left, op.startswith(">")
+        else:
+            return None
+        closed = op.endswith("=")
+        if upper:
+            return f"(-\\infty, {bound}{']' if closed else ')'}"
+        return f"{'[' if closed else '('}{bound}, \\infty)"
+    if len(parts) == 5 and _VAR_RE.match(parts[2]) and parts[0] and parts[4]:  # a < x <= b, b > x >= a
+        a, op1, _, op2, b = parts
+        if op1[0] != op2[0]:
+            return None
+        if op1.startswith(">"):
+            a, op1, op2, b = b, op2, op1, a
+        return f"{'[' if op1.endswith('=') else '('}{a}, {b}{']' if op2.endswith('=') else ')'}"
+    return None
+

@@ -18,7 +18,12 @@ Comparison conventions (documented in docs/VERIFIERS.md):
     places also accepts a *more precise* prediction that rounds to it (gold 5.7, pred 5.657 or 4√2); a
     prediction written with d >= 2 places is accepted for an exact gold whose decimal expansion does not
     terminate (gold 1/3, pred 0.333; gold π, pred 3.14).
-  - percent: a number written with % may be read as its value or as value/100 (50% matches 50 and 0.5).
+  - percent: a number written with % on ONE side is read as its value or as value/100 (50% matches 50 and 0.5;
+    the /100 reading has two more decimal places, so 33.3% matches 1/3 as 0.333 does); with % on both sides the
+    written values are compared (50% vs 0.5% is wrong). The same rule applies whichever side is the gold.
+  - units: never converted. When both sides carry a unit and the units differ (after aliases: "hours" = "h",
+    "centimeters" = "cm", plurals, "square cm" = "cm^2"), the numbers do not match (6 minutes vs 6 hours); a
+    unit on one side only, or the generic "units", is ignored (5 cm vs 5).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Number:
         are not decimals (fractions, mixed numbers, symbolic values evaluated by the symbolic layer).
     terminating: False when the value's decimal expansion does not end (1/3, or an irrational value).
     percent: written with a percent sign.
+    unit: a trailing unit that was removed to read the number (None when there was none).
     approx: the value is a numeric evaluation (e.g. of sqrt(2)), so equality allows a 1e-12 relative slack.
     """
 
@@ -49,6 +55,7 @@ class Number:
     terminating: bool = True
     percent: bool = False
     approx: bool = False
+    unit: str | None = None  # the trailing unit as written, normalised by `unit_key` ("hours" -> "h")
 
 
 _WORDS = {
@@ -77,7 +84,6 @@ _ATTACHED_UNIT_RE = re.compile(
     r"(?:\^\{?\d\}?|²|³)?(?:/(?:s|h|min|m|cm|kg|g|L|mol)(?:\^\{?\d\}?|²)?)?$"
 )
 
-_INT = r"\d+"
 _DEC_RE = re.compile(r"^(\d{1,3}(?:,\d{3})+|\d+)?(?:\.(\d+))?$")
 _SCI_E_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)$")
 _SCI_TIMES_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*\{?\s*([+-]?\d+)\s*\}?$")
@@ -86,6 +92,53 @@ _SLASH_FRAC_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)$")
 _LATEX_FRAC_RE = re.compile(r"^\\frac\s*(?:\{\s*([^{}]+?)\s*\}|(\d))\s*(?:\{\s*([^{}]+?)\s*\}|(\d))$")
 _MIXED_SLASH_RE = re.compile(r"^(\d+)\s+(\d+)\s*/\s*(\d+)$")
 _MIXED_LATEX_RE = re.compile(r"^(\d+)\s*(\\frac.*)$")
+
+
+_UNIT_ALIASES = {
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), "min"),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), "ms"),
+    **dict.fromkeys(("day", "days"), "day"),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
+    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres"), "mm"),
+    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "km"),
+    **dict.fromkeys(("g", "gram", "grams"), "g"),
+    **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kg"),
+    **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
+    **dict.fromkeys(("ml", "milliliter", "milliliters", "millilitre", "millilitres"), "ml"),
+    **dict.fromkeys(("ft", "foot", "feet"), "ft"),
+    **dict.fromkeys(("in", "inch", "inches"), "in"),
+    **dict.fromkeys(("mi", "mile", "miles"), "mi"),
+    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
+    **dict.fromkeys(("unit", "units"), "units"),
+}
+_UNIT_TOKEN_RE = re.compile(r"[a-z]+")
+
+
+def unit_key(unit: str) -> str | None:
+    """A comparable form of a written unit: "square centimeters" -> "cm^2", "meters per second" -> "m/s"."""
+    u = unit.strip().lower().replace("²", "^2").replace("³", "^3").replace("{", "").replace("}", "")
+    u = re.sub(r"\s+per\s+", "/", u)
+    u = re.sub(r"^(?:sq\.?|square)\s+([a-z]+)", r"\1^2", u)
+    u = re.sub(r"^cubic\s+([a-z]+)", r"\1^3", u)
+
+    def alias(m: re.Match) -> str:
+        word = m.group()
+        if word in _UNIT_ALIASES:
+            return _UNIT_ALIASES[word]
+        return word[:-1] if len(word) > 3 and word.endswith("s") else word  # "apples" -> "apple"
+
+    u = _UNIT_TOKEN_RE.sub(alias, re.sub(r"\s+", "", u))
+    return u or None
+
+
+def _units_differ(a: str | None, b: str | None) -> bool:
+    """Both sides name a unit and they are not the same one ("units" is a placeholder that matches any)."""
+    if a is None or b is None or "units" in (a, b) or a.startswith("units") or b.startswith("units"):
+        return False
+    return a != b
 
 
 def _terminates(q: Fraction) -> bool:
@@ -176,8 +229,8 @@ def _mixed(text: str) -> Number | None:
     return Number(value, places=None, terminating=_terminates(value))
 
 
-def _strip_decorations(text: str) -> tuple[str, bool]:
-    """Remove an assignment prefix, currency, degrees, percent and units. Returns (core, is_percent)."""
+def _strip_decorations(text: str) -> tuple[str, bool, str | None]:
+    """Remove an assignment prefix, currency, degrees, percent and units. Returns (core, is_percent, unit)."""
     s = text.strip()
     if "=" in s or "approx" in s or "≈" in s:
         s = _ASSIGN_RE.sub("", s, count=1)
@@ -185,18 +238,19 @@ def _strip_decorations(text: str) -> tuple[str, bool]:
             s = s.rsplit("=", 1)[1].strip()
     s = _CURRENCY_RE.sub("", s).strip()
     s = _DEGREE_RE.sub("", s)
-    percent = False
+    percent, unit = False, None
     m = _PERCENT_RE.search(s)
     if m is not None:
         s, percent = s[: m.start()], True
     else:
-        s = _UNIT_TAIL_RE.sub("", s)
-        s = _ATTACHED_UNIT_RE.sub("", s)
+        m = _UNIT_TAIL_RE.search(s) or _ATTACHED_UNIT_RE.search(s)
+        if m is not None:
+            s, unit = s[: m.start()], unit_key(m.group())
         s = _DEGREE_RE.sub("", s)
         m = _PERCENT_RE.search(s)  # "50 % of it" is not handled, "50\% " after units is
         if m is not None:
             s, percent = s[: m.start()], True
-    return s.strip(), percent
+    return s.strip(), percent, unit
 
 
 def parse_number(text: object) -> Number | None:
@@ -213,7 +267,7 @@ def parse_number(text: object) -> Number | None:
     lowered = s.lower()
     if lowered in _WORDS:
         return Number(Fraction(_WORDS[lowered]))
-    s, percent = _strip_decorations(s)
+    s, percent, unit = _strip_decorations(s)
     if not s:
         return None
     sign = 1
@@ -232,7 +286,7 @@ def parse_number(text: object) -> Number | None:
         num = _simple_number(s) or _fraction(s) or _mixed(s)
     if num is None:
         return None
-    return replace(num, value=sign * num.value, percent=percent or num.percent)
+    return replace(num, value=sign * num.value, percent=percent or num.percent, unit=unit or num.unit)
 
 
 def round_half_up(value: Fraction, places: int) -> Fraction:
@@ -243,9 +297,13 @@ def round_half_up(value: Fraction, places: int) -> Fraction:
     return (rounded if value >= 0 else -rounded) / scale
 
 
-def _candidates(num: Number) -> list[Fraction]:
-    # 50% may mean 50 (the question asks "what percent") or 0.5 (the question asks for a rate).
-    return [num.value, num.value / 100] if num.percent else [num.value]
+def _candidates(num: Number) -> list[Number]:
+    # 50% may mean 50 (the question asks "what percent") or 0.5 (the question asks for a rate); 33.3% as a rate is
+    # 0.333, written with two more decimal places.
+    if not num.percent:
+        return [num]
+    places = num.places + 2 if num.places is not None else None
+    return [num, replace(num, value=num.value / 100, places=places)]
 
 
 def _equal(p: Fraction, pred: Number, g: Fraction, gold: Number) -> bool:
@@ -281,7 +339,13 @@ def _close(
 
 def numbers_match(pred: Number, gold: Number, *, precision: int | None = None, tolerance: float | None = None) -> bool:
     """Compare two parsed numbers under the conventions in the module docstring."""
-    return any(_close(p, pred, g, gold, precision, tolerance) for p in _candidates(pred) for g in _candidates(gold))
+    if _units_differ(pred.unit, gold.unit):
+        return False
+    if pred.percent and gold.percent:  # both written as percentages: compare what is written
+        return _close(pred.value, pred, gold.value, gold, precision, tolerance)
+    return any(
+        _close(p.value, p, g.value, g, precision, tolerance) for p in _candidates(pred) for g in _candidates(gold)
+    )
 
 
 def number_from_decimal_string(text: str, *, exact_terminating: bool) -> Number | None:

@@ -1,16 +1,24 @@
-"""Score responses against samples: `score` for one, `score_batch` for a training step (optionally in a pool).
+"""Score responses against samples: `score` for one, `score_batch` for a step, `score_groups` for a step's groups.
 
     RewardOutput.overall = (1 - w) * accuracy + w * format        w = cfg.format_weight
     parts = {"accuracy": 0 or 1, "format": 0 or 1}; extracted = the answer (or verdict) that was read
 
 Judge prompts (sample.answer_type "yes_no" or "ab", gold "Yes"/"No"/"A"/"B") are scored with
 `parse_verdict`; every other sample extracts an answer (`cfg.extract` = first/last) and calls `verify`.
+The reward is named by `cfg.name`: "math" (this module's `score`) or any "package.module:function"
+`(response, sample, cfg) -> RewardOutput | float`, resolved by `spark_vl.plugins.resolve`.
 
 `score_batch` runs in this process when `cfg.num_workers == 0`, else in a persistent process pool of that
 size, created on first use and reused by every later call with the same size (`close_pool()` ends it).
-Only the fields the verifier needs travel to the workers (never images). Each process has its own
-symbolic worker, so the symbolic time limit holds everywhere. A broken pool is rebuilt and the batch
-is scored in-process instead: a reward step never fails because of the pool.
+Custom rewards go through the same pool. Only the fields the verifier needs travel to the workers (custom
+rewards get the Sample without its images). Each process has its own symbolic worker, so the symbolic time
+limit holds everywhere. A broken pool is rebuilt and the batch is scored in-process instead: a reward step
+never fails because of the pool.
+
+`score_groups(groups, cfg, judge=None)` sets `rollout.reward` for a training step. Rollouts of samples with
+a gold go through `score_batch`; with `cfg.judge_weight > 0` the others get `judge_weight x P(Yes)` from the
+injected `judge` callable (the trainer passes the policy's own `spark_vl.spark.judge_score`), so this package
+never imports torch, models or `spark`.
 """
 
 from __future__ import annotations
@@ -18,7 +26,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import dataclasses
-import importlib
 import logging
 import multiprocessing
 import os
@@ -27,20 +34,20 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from spark_vl.config import RewardConfig
+from spark_vl.plugins import resolve
 from spark_vl.rewards.extract import extract_answer
 from spark_vl.rewards.formats import format_score
 from spark_vl.rewards.verdict import normalize_verdict, parse_verdict
-from spark_vl.rewards.verify import ANSWER_TYPES, check, infer_answer_type, warn_gold_once
-
-if TYPE_CHECKING:  # the reward path never needs torch, which spark_vl.types imports
-    from spark_vl.config import RewardConfig
-    from spark_vl.types import RewardOutput, Sample
+from spark_vl.rewards.verify import check, infer_answer_type, warn_gold_once
+from spark_vl.types import ANSWER_TYPES, Prompt, RewardOutput, Rollout, RolloutGroup, Sample
 
 logger = logging.getLogger("spark_vl.rewards")
 
-RewardFn = Callable[..., Any]  # (response: str, sample: Sample, cfg: RewardConfig) -> RewardOutput | float
+RewardFn = Callable[[str, Sample, RewardConfig], "RewardOutput | float | None"]
+JudgeFn = Callable[[list[Prompt], list[str]], list[float]]  # (prompts, answers) -> P(Yes) per pair
 
 
 @dataclass(frozen=True)
@@ -71,18 +78,8 @@ class GoldSpec:
         )
 
 
-# (overall, parts, extracted, gold problem) -- plain data, so pool workers never build torch-importing types
-Scored = tuple[float, dict[str, float], str | None, str | None]
-
-
-def _default_cfg() -> RewardConfig:
-    from spark_vl.config import RewardConfig
-
-    return RewardConfig()
-
-
-def score_parts(response: object, spec: GoldSpec, cfg: RewardConfig) -> Scored:
-    """The built-in "math" reward as plain data. Never raises."""
+def _math(response: object, spec: GoldSpec, cfg: RewardConfig) -> tuple[RewardOutput, str | None]:
+    """The built-in "math" reward and what is wrong with the gold, if anything (reported once by the caller)."""
     fmt = format_score(response, cfg.format, single_answer=cfg.format_single_answer)
     kind = spec.answer_type if spec.answer_type in ANSWER_TYPES else None
     if kind is None and isinstance(spec.answer, str) and spec.answer.strip():
@@ -90,7 +87,7 @@ def score_parts(response: object, spec: GoldSpec, cfg: RewardConfig) -> Scored:
     gold_problem = None
     if kind in ("yes_no", "ab"):
         want = normalize_verdict(spec.answer, kind) if isinstance(spec.answer, str) else None
-        extracted = parse_verdict(response, kind, mode=cfg.extract)
+        extracted = parse_verdict(response, kind, mode=cfg.extract, fallback=cfg.extract_fallback)
         if want is None:
             gold_problem = f"gold {spec.answer!r} is not a {kind} verdict"
         accuracy = float(want is not None and extracted == want)
@@ -110,7 +107,7 @@ def score_parts(response: object, spec: GoldSpec, cfg: RewardConfig) -> Scored:
         if gold_problem is None and not isinstance(spec.answer, str):
             gold_problem = f"gold {spec.answer!r} is not a string"
     w = cfg.format_weight
-    return (1.0 - w) * accuracy + w * fmt, {"accuracy": accuracy, "format": fmt}, extracted, gold_problem
+    return RewardOutput((1.0 - w) * accuracy + w * fmt, {"accuracy": accuracy, "format": fmt}, extracted), gold_problem
 
 
 def _report(spec: GoldSpec, problem: str | None) -> None:
@@ -118,65 +115,38 @@ def _report(spec: GoldSpec, problem: str | None) -> None:
         warn_gold_once(f"uid:{spec.uid}", f"verifier: sample {spec.uid}: {problem}; its rollouts score 0")
 
 
-def _to_output(scored: Scored) -> RewardOutput:
-    from spark_vl.types import RewardOutput
-
-    overall, parts, extracted, _ = scored
-    return RewardOutput(overall=overall, parts=parts, extracted=extracted)
-
-
 def score(response: str, sample: Sample, cfg: RewardConfig | None = None) -> RewardOutput:
     """Reward of one response: accuracy and format parts, the extracted answer, and the weighted overall."""
-    cfg = cfg or _default_cfg()
     spec = GoldSpec.of(sample)
-    scored = score_parts(response, spec, cfg)
-    _report(spec, scored[3])
-    return _to_output(scored)
+    out, problem = _math(response, spec, cfg or RewardConfig())
+    _report(spec, problem)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Registry
+# Rewards by name
 
 REWARDS: dict[str, RewardFn] = {"math": score}
 
 
-def get_reward_fn(name: str) -> RewardFn:
-    """A built-in reward by name, or any function named as "package.module:function"."""
-    if name in REWARDS:
-        return REWARDS[name]
-    module_name, sep, attr = name.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"unknown reward {name!r}: use one of {sorted(REWARDS)} or 'package.module:function'")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"reward {name!r}: cannot load {attr} from module {module_name} ({err})") from None
-    if not callable(fn):
-        raise ValueError(f"reward {name!r}: {module_name}.{attr} is not callable")
-    return fn
-
-
-def _as_scored(value: Any) -> Scored:
-    """Accept what custom reward functions return: a RewardOutput-like object or a bare float."""
-    if hasattr(value, "overall"):
-        return float(value.overall), dict(getattr(value, "parts", {}) or {}), getattr(value, "extracted", None), None
+def _as_output(value: Any) -> RewardOutput:
+    """What a custom reward returns: a RewardOutput, or a bare float (read as overall and accuracy; None = 0)."""
+    if isinstance(value, RewardOutput):
+        return value
     overall = float(value) if value is not None else 0.0
-    return overall, {"accuracy": overall}, None, None
+    return RewardOutput(overall, {"accuracy": overall})
 
 
 # One unit of work: (response, the gold fields, the sample itself for custom rewards or None for "math").
 Item = tuple[object, GoldSpec, Any]
 
 
-def _score_one(name: str, item: Item, cfg: RewardConfig) -> Scored:
-    response, spec, sample = item
+def _score_chunk(name: str, items: list[Item], cfg: RewardConfig) -> list[tuple[RewardOutput, str | None]]:
+    """(reward, gold problem) per item; runs in a pool worker or in this process."""
     if name == "math":
-        return score_parts(response, spec, cfg)
-    return _as_scored(get_reward_fn(name)(response, sample, cfg))
-
-
-def _score_chunk(name: str, items: list[Item], cfg: RewardConfig) -> list[Scored]:
-    return [_score_one(name, item, cfg) for item in items]
+        return [_math(response, spec, cfg) for response, spec, _ in items]
+    fn = resolve(name, REWARDS, "reward")
+    return [(_as_output(fn(response, sample, cfg)), None) for response, _, sample in items]
 
 
 def _without_images(sample: Any) -> Any:
@@ -252,26 +222,25 @@ def score_batch(
     responses: Sequence[str], samples: Sequence[Sample], cfg: RewardConfig | None = None
 ) -> list[RewardOutput]:
     """Score `responses[i]` against `samples[i]` with the reward named by `cfg.name`, in order."""
-    cfg = cfg or _default_cfg()
+    cfg = cfg or RewardConfig()
     if len(responses) != len(samples):
         raise ValueError(f"score_batch got {len(responses)} responses but {len(samples)} samples")
-    get_reward_fn(cfg.name)  # fail early, in the caller, on a bad name
+    resolve(cfg.name, REWARDS, "reward")  # fail early, in the caller, on a bad name
     specs = [GoldSpec.of(s) for s in samples]
     custom = cfg.name != "math"
-    use_pool = cfg.num_workers > 0 and len(samples) > 1
-    scored: list[Scored] | None = None
-    if use_pool and not _POOL.disabled:
+    scored: list[tuple[RewardOutput, str | None]] | None = None
+    if cfg.num_workers > 0 and len(samples) > 1 and not _POOL.disabled:
         shipped = [_without_images(s) if custom else None for s in samples]
         scored = _score_in_pool(list(zip(responses, specs, shipped, strict=True)), cfg)
     if scored is None:
         local = [s if custom else None for s in samples]
         scored = _score_chunk(cfg.name, list(zip(responses, specs, local, strict=True)), cfg)
-    for spec, result in zip(specs, scored, strict=True):
-        _report(spec, result[3])
-    return [_to_output(s) for s in scored]
+    for spec, (_, problem) in zip(specs, scored, strict=True):
+        _report(spec, problem)
+    return [out for out, _ in scored]
 
 
-def _score_in_pool(items: list[Item], cfg: RewardConfig) -> list[Scored] | None:
+def _score_in_pool(items: list[Item], cfg: RewardConfig) -> list[tuple[RewardOutput, str | None]] | None:
     """Scores from the pool, or None when the pool failed (the caller then scores in-process)."""
     executor = _POOL.get(cfg.num_workers)
     ranges = _chunks(len(items), cfg.num_workers)
@@ -279,7 +248,7 @@ def _score_in_pool(items: list[Item], cfg: RewardConfig) -> list[Scored] | None:
     deadline_s = max(len(r) for r in ranges) * (cfg.timeout_s + 1.0) + 120.0
     try:
         futures = [executor.submit(_score_chunk, cfg.name, [items[i] for i in r], cfg) for r in ranges]
-        out: list[Scored] = []
+        out: list[tuple[RewardOutput, str | None]] = []
         for future in futures:
             out.extend(future.result(timeout=deadline_s))
         _POOL.failures = 0
@@ -296,3 +265,53 @@ def _score_in_pool(items: list[Item], cfg: RewardConfig) -> list[Scored] | None:
             what,
         )
         return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A training step's groups
+
+
+def has_gold(rollout: Rollout) -> bool:
+    """True when the rollout's sample has a gold answer the verifier can check against."""
+    answer = rollout.prompt.sample.answer
+    return isinstance(answer, str) and bool(answer.strip())
+
+
+def score_groups(
+    groups: list[RolloutGroup], cfg: RewardConfig, judge: JudgeFn | None = None, *, judge_all: bool = False
+) -> None:
+    """Set `rollout.reward` on every rollout of `groups`.
+
+    Rollouts whose sample has a gold: `score_batch` with the reward `cfg.name` (pool included). The others:
+    0 when `cfg.judge_weight` is 0; else `judge_weight x P(Yes)` with parts {"judge": P(Yes)}, where
+    `judge(prompts, answers)` gives P(Yes) for each (prompt, final answer) pair. Only a real final answer (box
+    or <answer> tag, first or last per `cfg.extract`) is judged, as in SPARK's recycling; a rollout without
+    one gets 0.
+
+    `judge_all`: call `judge` even when this process has nothing to judge (ZeRO-3 needs every rank in every
+    forward pass); the dummy result is discarded. Callers set it when any rank has something to judge.
+    """
+    rollouts = [r for g in groups for r in g.rollouts]
+    verified = [r for r in rollouts if has_gold(r)]
+    for r, out in zip(verified, score_batch([r.text for r in verified], [r.prompt.sample for r in verified], cfg),
+                      strict=True):
+        r.reward = out
+    judged = [r for r in rollouts if not has_gold(r)]
+    if cfg.judge_weight <= 0:
+        for r in judged:
+            r.reward = RewardOutput(0.0, {"accuracy": 0.0}, None)
+        return
+    answers = [extract_answer(r.text, cfg.extract, fallback=False) for r in judged]
+    shown = [(r, a) for r, a in zip(judged, answers, strict=True) if a]
+    if shown or (judge_all and rollouts):
+        if judge is None:
+            raise ValueError("reward.judge_weight > 0 scores rows without a gold answer with a judge, but no judge "
+                             "callable was given to score_groups")
+        pairs = shown or [(rollouts[0], rollouts[0].text or "?")]
+        probs = judge([r.prompt for r, _ in pairs], [a for _, a in pairs])
+        if shown:
+            for (r, a), p in zip(shown, probs, strict=True):
+                r.reward = RewardOutput(cfg.judge_weight * p, {"judge": p}, a)
+    for r, a in zip(judged, answers, strict=True):
+        if not a:
+            r.reward = RewardOutput(0.0, {"judge": 0.0}, None)

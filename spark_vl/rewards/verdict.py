@@ -27,11 +27,38 @@ _YES = {"yes", "y", "true", "correct", "right", "accept", "accepted", "valid", "
 _NO = {"no", "n", "false", "incorrect", "wrong", "reject", "rejected", "invalid", "not", "否", "错"}
 _LETTERS = {"ab": "AB", "abcd": "ABCD"}
 
+# Lead words before a verdict, including the option names our own templates use (Candidate A, Proposed answer A,
+# Statement A, Option A) and "the correct/better one is".
 _LEAD_RE = re.compile(
-    r"^(?:(?:the\s+)?(?:final\s+|overall\s+|my\s+)?(?:answer|verdict|judgment|judgement|decision|choice|option|"
-    r"response|output|conclusion|assistant)\s*(?:is|:)?\s*)+",
+    r"^(?:(?:the\s+)?(?:final\s+|overall\s+|my\s+|correct\s+|better\s+|right\s+|true\s+|best\s+|matching\s+)?"
+    r"(?:proposed\s+|candidate\s+|submitted\s+|claimed\s+)?"
+    r"(?:answer|verdict|judgment|judgement|decision|choice|option|response|output|conclusion|assistant|candidate|"
+    r"statement|solution|one)\s*(?:is|:)?\s*)+",
     re.IGNORECASE,
 )
+# "A is correct", "Candidate (B) is the correct one", "Statement A is true". A bare digit needs a noun before it
+# ("Answer 2 is correct"), so "x = 2 is correct" in the reasoning is not read as B.
+_CORRECT_RE = re.compile(
+    r"(?:\b(?i:answer|response|output|option|candidate|statement|solution|assistant)\s*\(?([A-Da-d1-4])\)?"
+    r"|\(([A-D])\)|\b([A-D]))\s+(?i:is\s+(?:the\s+)?(?:correct|right|true)\b)"
+)
+# "The correct one is A.", "The better response is (A).", "the matching answer is B": the chosen option in prose.
+_CHOSEN_RE = re.compile(
+    r"(?i:\bthe\s+(?:better|correct|right|true|best|preferred|matching)\s+(?:proposed\s+)?"
+    r"(?:one|answer|response|candidate|option|choice|statement|solution|output)\s+is\s*:?\s*\**\s*)"
+    r"\(?([A-D])\)?(?![A-Za-z0-9])"
+)
+# A verdict that names both options is a hedge, never one of them: "Yes or No", "A and B", "(A)/(B)", "A, B". Read
+# at the start of the verdict (after lead words), so "B. 1/2" (an option text) and "Yes, no doubt" stay verdicts.
+_YN_WORD = r"(yes|no|true|false|correct|incorrect)"
+_HEDGE_YES_NO_RE = re.compile(
+    rf"^{_YN_WORD}\s*(?:(?:or|/|&)\s*{_YN_WORD}\b|(?:,|and)\s*{_YN_WORD}$)", re.IGNORECASE
+)
+_HEDGE_LETTER_RE = re.compile(
+    r"^\(?([A-D1-4])\)?\s*(?:or|and|/|&|,|vs\.?)\s*\(?([A-D1-4])\)?(?![A-Za-z0-9])", re.IGNORECASE
+)
+# yes_no stated as a sentence: "the student is correct", "the proposed answer is not right".
+_IS_CORRECT_RE = re.compile(r"\bis\s+(not\s+)?(correct|right|true|incorrect|wrong|false)\b", re.IGNORECASE)
 _STRIP_CHARS = " \t\n\"'`*_()[]{}<>.,:;!"
 _WORD_RE = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]")
 _DOUBLE_BRACKET_RE = re.compile(r"\[\[\s*([A-Da-d1-4])\s*\]\]")
@@ -65,10 +92,12 @@ def normalize_verdict(text: str, kind: VerdictKind) -> str | None:
     s = clean_latex(text).strip(_STRIP_CHARS)
     if not s or len(s) > 200:
         return None
+    if _is_hedge(s, kind):
+        return None
     if kind != "yes_no":
-        m = _DOUBLE_BRACKET_RE.search(s) or _BETTER_RE.search(s)
+        m = _DOUBLE_BRACKET_RE.search(s) or _BETTER_RE.search(s) or _CORRECT_RE.search(s) or _CHOSEN_RE.search(s)
         if m is not None:
-            return _letter_kind_token(m.group(1), kind)
+            return _letter_kind_token(next(g for g in m.groups() if g), kind)
     s = _LEAD_RE.sub("", s).strip(_STRIP_CHARS)
     tokens = _WORD_RE.findall(s)
     if not tokens:
@@ -80,6 +109,10 @@ def normalize_verdict(text: str, kind: VerdictKind) -> str | None:
             return "Yes"
         if word in _NO:
             return "No"
+        m = _IS_CORRECT_RE.search(s)
+        if m is not None:
+            positive = m.group(2).lower() in ("correct", "right", "true")
+            return "Yes" if positive != bool(m.group(1)) else "No"
         return None
     # A lone letter, or a letter followed only by punctuation or by its option text ("B. 8/11").
     if len(tokens) == 1 or not tokens[1].isalpha():
@@ -87,13 +120,29 @@ def normalize_verdict(text: str, kind: VerdictKind) -> str | None:
     return None
 
 
+def _is_hedge(s: str, kind: str) -> bool:
+    """True when the verdict `s` starts by joining two different verdicts ("Yes or No", "A and B", "(A)/(B)")."""
+    s = _LEAD_RE.sub("", s).strip(_STRIP_CHARS)
+    if kind == "yes_no":
+        m = _HEDGE_YES_NO_RE.match(s)
+        if m is None:
+            return False
+        first, second = m.group(1), m.group(2) or m.group(3)
+        return (first.lower() in ("yes", "true", "correct")) != (second.lower() in ("yes", "true", "correct"))
+    m = _HEDGE_LETTER_RE.match(s)
+    return m is not None and _letter_kind_token(m.group(1), kind) != _letter_kind_token(m.group(2), kind)
+
+
 def _pick(items: list, mode: str):
     return items[0] if mode == "first" else items[-1]
 
 
-def parse_verdict(response: object, kind: VerdictKind, mode: Literal["first", "last"] = "last") -> str | None:
+def parse_verdict(
+    response: object, kind: VerdictKind, mode: Literal["first", "last"] = "last", *, fallback: bool = True
+) -> str | None:
     """The verdict in a judge response: "Yes"/"No" for kind "yes_no", "A"/"B" for "ab" ("A".."D" for "abcd").
 
+    `fallback=False` (reward.extract_fallback: false) reads only boxes and answer tags, as `extract_answer` does.
     Returns None for non-strings, unknown kinds and responses that state no verdict.
     """
     if not isinstance(response, str) or kind not in ("yes_no", "ab", "abcd") or not response.strip():
@@ -105,9 +154,11 @@ def parse_verdict(response: object, kind: VerdictKind, mode: Literal["first", "l
         explicit = [t for t in find_answer_tags(scope) if t] or find_boxes(scope)
         if explicit:
             return normalize_verdict(_pick(explicit, mode), kind)
+    if not fallback:
+        return None
     if kind != "yes_no":
-        for pattern in (_DOUBLE_BRACKET_RE, _BETTER_RE):
-            hits = [m.group(1) for m in pattern.finditer(tail)]
+        for pattern in (_DOUBLE_BRACKET_RE, _BETTER_RE, _CORRECT_RE, _CHOSEN_RE):
+            hits = [next(g for g in m.groups() if g) for m in pattern.finditer(tail)]
             if hits:
                 return _letter_kind_token(_pick(hits, mode), kind)
     labels = [m.group(1) for m in _LABEL_RE.finditer(tail)]

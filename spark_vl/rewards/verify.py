@@ -3,6 +3,7 @@
     verdict   yes_no / ab golds                   parse_verdict forms, case and wrapper insensitive
     choice    option letters / option text        letter sets; option text <-> letter through `choices`
     number    both sides parse as numbers         exact fractions, percent, units, degrees, rounding rules
+    interval  inequalities / set-builder sets      rewritten as the interval they denote, then the layers below
     identity  same LaTeX up to spacing/wrappers    no parsing needed
     symbolic  everything else                      math-verify + sympy in a killable worker (symbolic.py)
     text      free-text golds                      lower case, no articles/punctuation/\\text{}
@@ -24,6 +25,7 @@ from spark_vl.rewards.extract import extract_answer
 from spark_vl.rewards.normalize import (
     MAX_ANSWER_CHARS,
     clean_latex,
+    interval_form,
     latex_key,
     latex_well_formed,
     normalize_text,
@@ -31,10 +33,10 @@ from spark_vl.rewards.normalize import (
 from spark_vl.rewards.numeric import Number, number_from_decimal_string, numbers_match, parse_number
 from spark_vl.rewards.symbolic import symbolic_compare
 from spark_vl.rewards.verdict import normalize_verdict
+from spark_vl.types import ANSWER_TYPES
 
 logger = logging.getLogger("spark_vl.rewards")
 
-ANSWER_TYPES = ("mcq_letter", "mcq_multi", "integer", "float", "expression", "text", "yes_no", "ab")
 DEFAULT_TIMEOUT_S = 2.0
 
 
@@ -69,13 +71,28 @@ def warn_gold_once(key: str, message: str) -> None:
 # Answer type inference
 
 _SINGLE_LETTER_GOLD_RE = re.compile(r"^\(?([A-Z])\)?$")
-_MULTI_LETTER_GOLD_RE = re.compile(r"^[A-Z](?:\s*(?:,|;|&|\band\b)\s*[A-Z])+$")
+_MULTI_LETTER_GOLD_RE = re.compile(r"^\(?[A-Z]\)?(?:\s*(?:,|;|&|\band\b)\s*\(?[A-Z]\)?)+$")
 _TEXT_GOLD_RE = re.compile(r"^[A-Za-z][A-Za-z\s'\-]*[A-Za-z]$")
+# Words with sentence punctuation ("New York, NY", "Mr. Smith") are text too when a real word (2+ letters) is in
+# them: "x, y" stays an expression.
+_PUNCTUATED_TEXT_RE = re.compile(r"^[A-Za-z][A-Za-z\s'\-,.;:!?&]*[A-Za-z.!?]$")
+_WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _MATH_WORDS = {"pi", "infinity", "inf", "sqrt", "ln", "log", "sin", "cos", "tan", "e"}
 
 
 def infer_answer_type(gold: str, choices: list[str] | None = None) -> str:
-    """Guess the answer type of a gold answer (used when a sample's `answer_type` is None)."""
+    """The answer type (one of ANSWER_TYPES, never "ab") of a bare gold answer.
+
+    The one classifier: the verifier uses it when a sample's `answer_type` is None, and data preparation
+    (`spark_vl.data.answers.normalize_gold`) stores its result, so a prepared row is scored as if untyped.
+
+        yes / no (any case, final period)                           yes_no
+        letters naming options in `choices`, or one option's text  mcq_letter / mcq_multi
+        no choices: "C", "(C)"; "A, C", "A and C", "(A); (C)"        mcq_letter / mcq_multi ("AC" is text)
+        a number (fraction, percent, unit, degrees, "x = 3")         integer (whole, no %) / float
+        words only, not a maths word like "pi"                     text
+        anything else                                               expression
+    """
     g = clean_latex(gold).strip()
     if g.lower().rstrip(".") in ("yes", "no"):
         return "yes_no"
@@ -90,7 +107,9 @@ def infer_answer_type(gold: str, choices: list[str] | None = None) -> str:
     num = parse_number(g)
     if num is not None:
         return "integer" if num.value.denominator == 1 and not num.percent else "float"
-    if _TEXT_GOLD_RE.match(g) and g.lower() not in _MATH_WORDS:
+    if g.lower() not in _MATH_WORDS and (
+        _TEXT_GOLD_RE.match(g) or (_PUNCTUATED_TEXT_RE.match(g) and _WORD_RE.search(g))
+    ):
         return "text"
     return "expression"
 
@@ -242,6 +261,10 @@ def _check(
         return Check(False, "input", f"gold {gold[:200]!r} is malformed LaTeX (unbalanced braces or environments)")
     if kind == "text":
         return _check_text(pred, gold)
+    # "1 < x \\leq 3", "\\{x \\mid x < 2\\}" and "\\varnothing" are compared as the intervals / empty set they denote.
+    p_int, g_int = interval_form(pred), interval_form(gold)
+    if p_int is not None or g_int is not None:
+        pred, gold = p_int or pred, g_int or gold
 
     g_num, p_num = parse_number(gold), parse_number(pred)
     if g_num is not None and p_num is not None:

@@ -34,7 +34,8 @@ class ReflectionRound:
 
     response: str  # round 0: the answer to the policy prompt; later: the response to a reflection prompt
     answer: str | None  # final answer extracted from `response` (None = no final answer)
-    judged: bool = False
+    round: int = 0  # 0 = the answer to the policy prompt, k = the response to round k's reflection
+    judged: bool = False  # judged in round `round + 1` (an answer of round k is judged, if at all, in round k + 1)
     judge_response: str | None = None
     verdict: str | None = None  # "Yes" / "No" / None (unreadable or not judged)
 
@@ -163,7 +164,7 @@ def self_reflect(
             )
         for i, group in zip(active, engine.generate(reflect_prompts, 1, sampling), strict=True):
             text = group.rollouts[0].text if group.rollouts else ""
-            traces[i].rounds.append(ReflectionRound(response=text, answer=answer(text)))
+            traces[i].rounds.append(ReflectionRound(response=text, answer=answer(text), round=rnd))
     return traces
 
 
@@ -176,9 +177,15 @@ def trace_summary(traces: list[ReflectionTrace], prefix: str = "tts/") -> dict[s
         prefix + "mean_generations": sum(t.num_generations for t in traces) / len(traces),
         prefix + "changed_answer_rate": sum(t.final_answer != t.answers[0] for t in traces) / len(traces),
     }
-    max_judged = max(len(t.verdicts) for t in traces)
-    for k in range(max_judged):
-        judged = [t.verdicts[k] for t in traces if len(t.verdicts) > k]
-        out[f"{prefix}round{k + 1}/judged"] = float(len(judged))
-        out[f"{prefix}round{k + 1}/accept_rate"] = sum(v == "Yes" for v in judged) / len(judged)
+    # Grouped by the round the judgment happened in: an answer without a box is not judged in its round, so the
+    # k-th judged verdict of a trace is not necessarily round k's.
+    by_round: dict[int, list[str | None]] = {}
+    for t in traces:
+        for r in t.rounds:
+            if r.judged:
+                by_round.setdefault(r.round + 1, []).append(r.verdict)
+    for k in sorted(by_round):
+        judged = by_round[k]
+        out[f"{prefix}round{k}/judged"] = float(len(judged))
+        out[f"{prefix}round{k}/accept_rate"] = sum(v == "Yes" for v in judged) / len(judged)
     return out

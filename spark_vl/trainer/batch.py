@@ -13,7 +13,40 @@ from dataclasses import dataclass
 import torch
 
 from spark_vl.models.encode import EncodedPrompt
-from spark_vl.types import TrainBatch
+
+
+@dataclass
+class TrainBatch:
+    """Padded tensors for one micro-batch of the update. B = sequences, T = padded length (prompt + response).
+
+    Response-aligned tensors (`*_logprobs`, `advantages`, `response_mask`, `loss_weights`) are indexed by
+    the *predicting* position: entry [b, t] belongs to token input_ids[b, t + 1], so they have T - 1 columns.
+    """
+
+    input_ids: torch.Tensor  # [B, T] long, right-padded
+    attention_mask: torch.Tensor  # [B, T] long
+    mm_token_type_ids: torch.Tensor  # [B, T] int, 1 on image tokens, 0 elsewhere (zero over responses)
+    pixel_values: torch.Tensor | None  # [num_patches, patch_dim], all images of the batch concatenated
+    image_grid_thw: torch.Tensor | None  # [num_images, 3]
+    response_mask: torch.Tensor  # [B, T-1] float, 1 where the predicted token is a response token
+    advantages: torch.Tensor  # [B, T-1] float (sequence advantage broadcast over response tokens)
+    old_logprobs: torch.Tensor | None = None  # [B, T-1] behaviour/old policy log-probs
+    ref_logprobs: torch.Tensor | None = None  # [B, T-1] frozen reference log-probs
+    loss_weights: torch.Tensor | None = None  # [B] per-sequence weight (e.g. auxiliary share), default 1
+    is_expert: torch.Tensor | None = None  # [B] bool, sequences trained with the supervised term
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        moved = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            moved[name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return TrainBatch(**moved)
+
+
 
 
 @dataclass

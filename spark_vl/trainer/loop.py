@@ -18,6 +18,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,9 @@ from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_pe
 from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.models import load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
+from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rollout import RolloutEngine, make_engine
+from spark_vl.spark import judge_score
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer.batch import Sequence, collate, response_values
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
@@ -44,7 +47,6 @@ from spark_vl.trainer.distributed import (
 )
 from spark_vl.trainer.metrics import Means, MetricsLogger, record_group_metrics, write_samples
 from spark_vl.trainer.report import write_report
-from spark_vl.trainer.rewarding import has_gold, score_groups
 from spark_vl.trainer.spark_phase import SparkPhase, label_experts
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
 
@@ -249,7 +251,8 @@ class Trainer:
             # ZeRO-3: every rank must join the judge forward pass if any rank has something to judge.
             local = sum(1 for g in groups for r in g.rollouts if not has_gold(r))
             judge_everywhere = all_reduce_sum([local], self.dist.device)[0] > 0
-        score_groups(groups, self.cfg.reward, self.model, self.processor, judge_everywhere)
+        judge = partial(judge_score, self.model, self.processor) if self.cfg.reward.judge_weight > 0 else None
+        score_groups(groups, self.cfg.reward, judge, judge_all=judge_everywhere)
         if metrics is not None:
             record_group_metrics(groups, prefix, metrics)
             metrics.add(f"time/{prefix}reward", time.perf_counter() - t0)

@@ -35,6 +35,26 @@ def test_zero_variance_groups_get_zero_advantage():
         assert torch.count_nonzero(out) == 0, name
 
 
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"])
+@pytest.mark.parametrize("eps", [1e-6, 1e-9])
+def test_flat_groups_of_any_value_get_exactly_zero_advantage(name, eps):
+    """Method audit B6: 0.9 x 8 gave -0.056 (eps 1e-6) / -0.92 (eps 1e-9) from float rounding of the mean."""
+    rewards = [[v] * 8 for v in (0.9, 0.1, 0.7, 0.55, 3.3, -1.7)]
+    assert torch.count_nonzero(adv(name, rewards, adv_eps=eps)) == 0
+
+
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"])
+def test_flat_group_next_to_a_mixed_group_stays_zero(name):
+    out = adv(name, [[0.9] * 4, [1.0, 0.1, 0.1, 1.0]])
+    assert torch.count_nonzero(out[0]) == 0
+    assert torch.count_nonzero(out[1]) == 4
+
+
+def test_nearly_flat_group_is_not_flattened():
+    out = adv("grpo", [[0.5, 0.5, 0.5, 0.5001]], adv_eps=0.0)
+    assert out[0, 3] > 1.0 and out[0, 0] < 0
+
+
 def test_dr_grpo_and_no_std_switch():
     r = [[1.0, 0.0, 0.0, 0.0]]
     assert torch.allclose(adv("dr_grpo", r), torch.tensor([[0.75, -0.25, -0.25, -0.25]]))

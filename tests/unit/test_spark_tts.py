@@ -84,3 +84,20 @@ def test_unreadable_verdict_and_missing_answer_get_neutral_reflection_and_cot_ju
     reflections = engine.calls[2][0]
     assert all(not r.meta["template"].split("/")[1].startswith("assertive") for r in reflections)
     assert "no idea" in prompt_text(reflections[1])  # no answer: the response is shown for checking
+
+
+def test_trace_summary_credits_each_verdict_to_the_round_it_was_given_in():
+    """Method audit B8: a trace whose first answer had no box is first judged in round 2, not round 1."""
+    engine = ScriptedEngine(
+        answers={"accept": ["\\boxed{3}"], "reject": ["\\boxed{1}", "\\boxed{2}", "\\boxed{4}"],
+                 "unreadable": ["\\boxed{2}", "\\boxed{3}"], "no_answer": ["no idea", "\\boxed{3}"]},
+        verdicts={"accept": ["\\boxed{Yes}"], "reject": ["\\boxed{No}", "\\boxed{No}"],
+                  "unreadable": ["hmm", "\\boxed{Yes}"], "no_answer": ["\\boxed{Yes}"]},
+    )
+    traces = self_reflect(engine, [policy(u) for u in ("accept", "reject", "unreadable", "no_answer")], None)
+    assert [r.round for r in traces[1].rounds] == [0, 1, 2]
+    summary = trace_summary(traces)
+    assert summary["tts/round1/judged"] == 3.0  # the no-answer trace is not judged in round 1
+    assert summary["tts/round1/accept_rate"] == pytest.approx(1 / 3)
+    assert summary["tts/round2/judged"] == 3.0 and summary["tts/round2/accept_rate"] == pytest.approx(2 / 3)
+

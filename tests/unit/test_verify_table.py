@@ -64,7 +64,8 @@ def run_case(case: dict):
             precision=case.get("precision"),
             tolerance=case.get("tolerance"),
         )
-        cfg = RewardConfig(extract=case.get("mode", "last"), format=case.get("format", "none"), format_weight=0.5)
+        cfg = RewardConfig(extract=case.get("mode", "last"), format=case.get("format", "none"), format_weight=0.5,
+                           extract_fallback=case.get("fallback", True))
         out = score(case["response"], sample, cfg)
         return out
     raise ValueError(f"case {case['id']}: unknown kind {kind!r}")
@@ -127,13 +128,14 @@ def _half_reward(response, sample, cfg):
 
 
 def test_reward_registry_resolves_builtin_and_dotted_names():
-    from spark_vl.rewards import REWARDS, get_reward_fn
+    from spark_vl.plugins import resolve
+    from spark_vl.rewards import REWARDS, score_batch
 
-    assert get_reward_fn("math") is score is REWARDS["math"]
-    assert get_reward_fn("spark_vl.rewards:score") is score
+    assert resolve("math", REWARDS, "reward") is score is REWARDS["math"]
+    assert resolve("spark_vl.rewards:score", REWARDS, "reward") is score
     for bad in ("nope", "spark_vl.rewards:missing", "no_such_module_xyz:fn", "spark_vl.rewards:REWARDS"):
-        with pytest.raises(ValueError):
-            get_reward_fn(bad)
+        with pytest.raises(ValueError, match="reward"):
+            score_batch(["x"], [Sample(uid="u", problem="", answer="1")], RewardConfig(name=bad))
 
 
 def test_custom_reward_returning_a_float_becomes_a_reward_output():

@@ -15,7 +15,8 @@ from typing import Any
 from spark_vl.eval.benchmarks.base import Benchmark, RowContext, accuracy_metrics, image_refs, require
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
-from spark_vl.eval.scoring import Score, extract, first_float, gold_letter_set, letters, norm_text
+from spark_vl.eval.scoring import Score, extract, first_float, letters, norm_text
+from spark_vl.rewards.choices import gold_letters
 from spark_vl.types import Sample
 
 TOLERANCE = 1e-3
@@ -53,7 +54,7 @@ def _official(sample: Sample, response: str | None, protocol: EvalProtocol) -> S
         return Score(False, None, "no_answer", "extraction")
     if sample.answer_type == "mcq_letter":
         found = letters(pred, 0)
-        return Score(found is not None and found == gold_letter_set(sample.answer), pred, "ok", "letter")
+        return Score(found is not None and found == gold_letters(sample.answer, None), pred, "ok", "letter")
     if sample.answer_type == "float":
         p, g = first_float(pred), first_float(sample.answer)
         return Score(p is not None and g is not None and abs(p - g) <= TOLERANCE, pred, "ok", "float_tol")

@@ -19,8 +19,8 @@ from spark_vl.eval.benchmarks.base import Benchmark, RowContext, RowError, accur
 from spark_vl.eval.benchmarks.math import options_block
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
-from spark_vl.eval.scoring import Score, all_floats, extract, gold_letter_set, letters, norm_text
-from spark_vl.rewards.choices import LETTERS
+from spark_vl.eval.scoring import Score, all_floats, extract, letters, norm_text
+from spark_vl.rewards.choices import LETTERS, gold_letters
 from spark_vl.types import Sample
 
 _MMMU_IMAGE_RE = re.compile(r"<image\s*(\d+)>")
@@ -166,7 +166,7 @@ def _mmstar_official(sample: Sample, response: str | None, protocol: EvalProtoco
     if pred is None:
         return Score(False, None, "no_answer", "extraction")
     found = letters(pred, 0)
-    return Score(found is not None and found == gold_letter_set(sample.answer), pred, "ok", "letter")
+    return Score(found is not None and found == gold_letters(sample.answer, None), pred, "ok", "letter")
 
 
 MMSTAR = Benchmark(

@@ -25,7 +25,6 @@ from spark_vl.eval.scoring import (
     all_floats,
     extract,
     first_float,
-    gold_letter_set,
     letters,
     letters_or_option,
     levenshtein,
@@ -33,7 +32,7 @@ from spark_vl.eval.scoring import (
     strict_float,
     verifier,
 )
-from spark_vl.rewards.choices import LETTERS
+from spark_vl.rewards.choices import LETTERS, gold_letters
 from spark_vl.types import Sample
 
 
@@ -152,7 +151,7 @@ def _mathverse_official(sample: Sample, response: str | None, protocol: EvalProt
         return Score(False, None, "no_answer", "extraction")
     if sample.answer_type == "mcq_letter":
         found = letters(pred, 0)
-        return Score(found is not None and found == gold_letter_set(sample.answer), pred, "ok", "letter")
+        return Score(found is not None and found == gold_letters(sample.answer, None), pred, "ok", "letter")
     correct, layer = verifier(sample, pred)
     return Score(correct, pred, "ok", layer)
 
@@ -223,7 +222,8 @@ def _mathvision_official(sample: Sample, response: str | None, protocol: EvalPro
         return Score(False, None, "no_answer", "extraction")
     if sample.choices:
         found = letters_or_option(pred, sample.choices)
-        return Score(found is not None and found == gold_letter_set(sample.answer), pred, "ok", "letter_or_option")
+        return Score(found is not None and found == gold_letters(sample.answer, sample.choices), pred, "ok",
+                     "letter_or_option")
     if norm_text(pred) == norm_text(sample.answer):
         return Score(True, pred, "ok", "string")
     p, g = strict_float(pred), strict_float(sample.answer)
@@ -288,7 +288,7 @@ def _logicvista_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
     uid = str(next((row[k] for k in ("question_id", "id", "index") if row.get(k) not in (None, "")),
                    f"row{ctx.index}"))
     answer = str(require(row, "answer"))
-    gold = gold_letter_set(answer)
+    gold = gold_letters(answer, None, allow_compact=True)
     if not gold:
         raise RowError(f"LogicVista {uid}: answer {answer!r} names no option letter")
     return Sample(
@@ -308,7 +308,8 @@ def _logicvista_official(sample: Sample, response: str | None, protocol: EvalPro
     if pred is None:
         return Score(False, None, "no_answer", "extraction")
     found = letters(pred, 0, multi=True)
-    return Score(found is not None and found == gold_letter_set(sample.answer), pred, "ok", "letter_set",
+    return Score(found is not None and found == gold_letters(sample.answer, None, allow_compact=True), pred, "ok",
+                 "letter_set",
                  {"letters": sorted(found) if found else None})
 
 

@@ -23,7 +23,8 @@ from typing import Any
 from spark_vl.eval.benchmarks.base import Benchmark, RowContext, accuracy_metrics, image_refs, require
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
-from spark_vl.eval.scoring import Score, extract, gold_letter_set, letters_or_option
+from spark_vl.eval.scoring import Score, extract, letters_or_option
+from spark_vl.rewards.choices import gold_letters
 from spark_vl.types import Sample
 
 _KEY_RE = re.compile(r"^(\d+)steps?_(\d+|multi)$")
@@ -74,7 +75,7 @@ def _official(sample: Sample, response: str | None, protocol: EvalProtocol) -> S
     if pred is None:
         return Score(False, None, "no_answer", "extraction")
     found = letters_or_option(pred, sample.choices)
-    return Score(found is not None and found == gold_letter_set(sample.answer), pred, "ok", "letter")
+    return Score(found is not None and found == gold_letters(sample.answer, sample.choices), pred, "ok", "letter")
 
 
 def four_dimensional(records: list[ItemRecord]) -> dict[str, Any]:
