@@ -239,6 +239,7 @@ def test_new_presets_fit_their_hardware_and_carry_the_plan(preset):
     text = path.read_text()
     per, nodes = intended_world_size(path)
     gpu = re.search(r"--gpu-memory (\S+)", text).group(1)
-    plan = P.make_plan(load_config(path), P.Hardware(per, nodes, P.parse_size(gpu)))
+    host = re.search(r"--host-memory ([0-9.]+[A-Za-z]*)", text).group(1)
+    plan = P.make_plan(load_config(path), P.Hardware(per, nodes, P.parse_size(gpu), P.parse_size(host)))
     assert plan.fits, P.verdict(plan)
     assert P.verdict(plan) in text  # the pasted plan output is current
