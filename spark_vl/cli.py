@@ -63,6 +63,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    while argv and argv[0].startswith(("--local_rank=", "--local-rank=")):
+        argv.pop(0)  # the deepspeed launcher puts it before the command; the rank is read from LOCAL_RANK
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         known = " | ".join(COMMANDS)
         if argv and argv[0] not in ("-h", "--help"):
