@@ -243,3 +243,10 @@ def test_new_presets_fit_their_hardware_and_carry_the_plan(preset):
     plan = P.make_plan(load_config(path), P.Hardware(per, nodes, P.parse_size(gpu), P.parse_size(host)))
     assert plan.fits, P.verdict(plan)
     assert P.verdict(plan) in text  # the pasted plan output is current
+
+
+def test_plan_does_not_import_torch():
+    code = ("import sys; import spark_vl.plan as P; from spark_vl.config import load_config; "
+            "P.plan_summary(load_config('configs/qwen2_5_vl/7b_grpo.yaml'), 8); assert 'torch' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
