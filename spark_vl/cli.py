@@ -1,10 +1,11 @@
-"""The `spark-vl` command: train | eval | data | export.
+"""The `spark-vl` command: train | eval | data | export | plan.
 
     spark-vl train --config configs/demo_cpu.yaml trainer.rollout_steps=10
     spark-vl train --config configs/demo_cpu.yaml --resume latest
     spark-vl export runs/demo/checkpoints/step-000020 exported/
     spark-vl eval --model exported/ --benchmarks mathvista ...      (spark_vl.eval.cli)
     spark-vl data prepare geometry3k --source ... --out ...           (spark_vl.data.cli)
+    spark-vl plan --config configs/qwen2_5_vl/7b_grpo.yaml --gpus-per-node 8   (spark_vl.plan: memory plan)
 
 A bad config exits with code 2 and one line naming the key; no traceback.
 """
@@ -56,11 +57,14 @@ COMMANDS = {
     "export": _export,
     "eval": lambda argv: _delegate("spark_vl.eval.cli", argv),
     "data": lambda argv: _delegate("spark_vl.data.cli", argv),
+    "plan": lambda argv: _delegate("spark_vl.plan", argv),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    while argv and argv[0].startswith(("--local_rank=", "--local-rank=")):
+        argv.pop(0)  # the deepspeed launcher puts it before the command; the rank is read from LOCAL_RANK
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         known = " | ".join(COMMANDS)
         if argv and argv[0] not in ("-h", "--help"):
