@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_pe
 from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.models import load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
+from spark_vl.plan import plan_summary
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rollout import RolloutEngine, make_engine
 from spark_vl.spark import judge_score
@@ -65,6 +67,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         resolved = dump_yaml(cfg)
         (run_dir / "config.yaml").write_text(resolved)
         print(f"# resolved config\n{resolved}# derived\n" + "\n".join(f"{k}: {v}" for k, v in vars(plan).items()))
+        print_memory_plan(cfg, dist)
     seed_everything(cfg.trainer.seed)
 
     # Setup: models, data, rollout engines, SPARK state, resume.
@@ -514,6 +517,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def print_memory_plan(cfg: Config, dist: DistInfo) -> None:
+    """The memory plan's one line (`spark-vl plan` has the table); a warning when it does not fit."""
+    cuda = dist.device.type == "cuda"
+    gpu_memory = torch.cuda.get_device_properties(dist.device).total_memory if cuda else None
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+    line, fits = plan_summary(cfg, dist.world_size, gpu_memory=gpu_memory, gpus_per_node=per_node)
+    print(line if cuda else f"{line} (assumes 80 GiB GPUs; this run is on CPU)")
+    if not fits:
+        log.warning("%s", line)
 
 
 def check_output_dir(path: Path) -> None:
