@@ -4,7 +4,7 @@
     spark-vl train --config configs/demo_cpu.yaml --resume latest
     spark-vl export runs/demo/checkpoints/step-000020 exported/
     spark-vl eval --model exported/ --benchmarks mathvista ...      (spark_vl.eval.cli)
-    spark-vl data prepare geometry3k --source ... --out ...           (spark_vl.data.cli)
+    spark-vl data prepare geometry3k --source ... --out ...           (spark_vl.prep.cli)
 
 A bad config exits with code 2 and one line naming the key; no traceback.
 """
@@ -55,7 +55,7 @@ COMMANDS = {
     "train": _train,
     "export": _export,
     "eval": lambda argv: _delegate("spark_vl.eval.cli", argv),
-    "data": lambda argv: _delegate("spark_vl.data.cli", argv),
+    "data": lambda argv: _delegate("spark_vl.prep.cli", argv),
 }
 
 

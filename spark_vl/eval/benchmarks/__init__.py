@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from spark_vl.eval.benchmarks.base import Benchmark, LoadedBenchmark, RowContext, RowError, accuracy_metrics
+from spark_vl.data.rows import RowContext, SkipRow
+from spark_vl.eval.benchmarks.base import Benchmark, LoadedBenchmark, accuracy_metrics
 from spark_vl.eval.benchmarks.dynamath import DYNAMATH
 from spark_vl.eval.benchmarks.general import MMMU, MMSTAR
 from spark_vl.eval.benchmarks.math import (
@@ -61,7 +62,7 @@ class UnknownBenchmarkError(KeyError):
 
 
 def _no_rows(row, ctx: RowContext):
-    raise RowError("this benchmark is built from Sample objects, not raw rows")
+    raise SkipRow("this benchmark is built from Sample objects, not raw rows")
 
 
 def generic_benchmark(name: str, label: str | None = None) -> Benchmark:
@@ -115,7 +116,7 @@ __all__ = [
     "Benchmark",
     "LoadedBenchmark",
     "RowContext",
-    "RowError",
+    "SkipRow",
     "UnknownBenchmarkError",
     "accuracy_metrics",
     "benchmark_for",
