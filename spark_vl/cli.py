@@ -38,7 +38,7 @@ def _export(argv: list[str]) -> int:
     parser.add_argument("checkpoint", help="a checkpoint dir written by spark-vl train (or a run dir: its latest)")
     parser.add_argument("out", help="output folder")
     args = parser.parse_args(argv)
-    from spark_vl.trainer.checkpoint import export_hf
+    from spark_vl.models.export import export_hf  # torch and transformers: only for this command
 
     path = export_hf(args.checkpoint, args.out)
     print(f"exported {path}")

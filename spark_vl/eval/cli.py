@@ -225,7 +225,7 @@ def _resolve_model(spec: str, out: Path) -> str:
     if not path.is_dir() or (path / "config.json").is_file():
         return spec
     if (path / "trainer_state.pt").is_file() or (path / "checkpoints").is_dir():
-        from spark_vl.trainer.checkpoint import export_hf
+        from spark_vl.models.export import export_hf
 
         target = out / "model"
         if not (target / "config.json").is_file():
