@@ -22,6 +22,7 @@ from typing import Any
 
 from spark_vl.eval.benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from spark_vl.eval.protocols import PROTOCOLS, UnknownProtocolError, get_protocol
+from spark_vl.plugins import PluginError, resolve
 
 logger = logging.getLogger("spark_vl.eval")
 
@@ -190,13 +191,10 @@ def _llm_judge(spec: str | None):
     """`package.module:attr` -> the judge object (a class is instantiated without arguments)."""
     if not spec:
         return None
-    import importlib
-
-    module, _, attr = spec.partition(":")
     try:
-        value = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise UsageError(f"--llm-judge {spec}: cannot import ({err})") from None
+        value = resolve(spec, {}, "--llm-judge")
+    except PluginError as err:
+        raise UsageError(str(err)) from None
     judge = value() if isinstance(value, type) else value
     if not callable(judge) or not getattr(judge, "name", None):
         raise UsageError(f"--llm-judge {spec}: needs a callable with a `name` (see spark_vl/eval/judge.py)")

@@ -6,7 +6,6 @@ from the data recipes, and `package.module:attr` for a user's own `Benchmark` va
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from spark_vl.data.rows import RowContext, SkipRow
@@ -25,6 +24,7 @@ from spark_vl.eval.benchmarks.math import (
 from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
 from spark_vl.eval.benchmarks.spark_merged import SPARK_MERGED
 from spark_vl.eval.benchmarks.wemath import WEMATH
+from spark_vl.plugins import PluginError, resolve
 
 # SPARK's Table 1 order (MVista, MVision, WeMath, MVerse, Dyna, Logic, MMK12 | reward), then Table 4's general ones.
 BENCHMARKS: dict[str, Benchmark] = {
@@ -96,19 +96,15 @@ def get_benchmark(name: str) -> Benchmark:
         return BENCHMARKS[key]
     if name.startswith(PREPARED_PREFIX) or Path(name).exists():
         return benchmark_for(PREPARED_PREFIX + name.removeprefix(PREPARED_PREFIX))
-    if ":" in name and not name.startswith(PREPARED_PREFIX):
-        module, _, attr = name.partition(":")
-        try:
-            value = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise UnknownBenchmarkError(f"cannot import benchmark {name!r}: {err}") from None
-        if not isinstance(value, Benchmark):
-            raise UnknownBenchmarkError(f"{name} is a {type(value).__name__}, not a spark_vl.eval Benchmark")
-        return value
-    raise UnknownBenchmarkError(
-        f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)} "
-        f"(or prepared:<path> for a prepared dataset, or package.module:attr)"
-    )
+    if ":" not in name:  # resolve() would list the names sorted and without the prepared:<path> form
+        raise UnknownBenchmarkError(
+            f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)} "
+            f"(or prepared:<path> for a prepared dataset, or package.module:attr)"
+        )
+    try:
+        return resolve(name, BENCHMARKS, "benchmark", expect=Benchmark)
+    except PluginError as err:
+        raise UnknownBenchmarkError(str(err)) from None
 
 
 __all__ = [
