@@ -13,14 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spark_vl.eval.protocols import EvalProtocol
-from spark_vl.rewards import extract_answer, verify
+from spark_vl.rewards import check, extract_answer, parse_verdict
 from spark_vl.rewards.choices import LETTERS, letter_for_text, parse_letters
 from spark_vl.types import Sample
-
-try:  # `check` also names the verifier layer that decided; fall back to the plain bool if it is absent
-    from spark_vl.rewards.verify import check as _check
-except ImportError:  # pragma: no cover - depends on the verifier's internals
-    _check = None
 
 
 @dataclass
@@ -50,10 +45,8 @@ def verifier(sample: Sample, pred: str, **overrides: Any) -> tuple[bool, str]:
         "tolerance": sample.tolerance,
     }
     kwargs.update(overrides)
-    if _check is not None:
-        result = _check(pred, sample.answer, **kwargs)
-        return bool(result.correct), f"verifier:{result.layer}"
-    return bool(verify(pred, sample.answer, **kwargs)), "verifier"
+    result = check(pred, sample.answer, **kwargs)  # `check` also names the verifier layer that decided
+    return bool(result.correct), f"verifier:{result.layer}"
 
 
 def verifier_score(sample: Sample, response: str | None, protocol: EvalProtocol, **overrides: Any) -> Score:
@@ -177,7 +170,5 @@ def parse_bracket_verdict(response: str | None) -> str | None:
     hits = _DOUBLE_BRACKET.findall(response)
     if hits:
         return hits[-1]
-    from spark_vl.rewards import parse_verdict
-
     verdict = parse_verdict(response, kind="ab")
     return verdict if verdict in ("A", "B") else None
