@@ -12,7 +12,9 @@ from spark_vl.data.rows import RowContext, SkipRow
 from spark_vl.eval.benchmarks.base import Benchmark, LoadedBenchmark, accuracy_metrics
 from spark_vl.eval.benchmarks.dynamath import DYNAMATH
 from spark_vl.eval.benchmarks.general import MMMU, MMSTAR
-from spark_vl.eval.benchmarks.math import (
+from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
+from spark_vl.eval.benchmarks.spark_merged import SPARK_MERGED
+from spark_vl.eval.benchmarks.visual_math import (
     LOGICVISTA,
     MATHVERSE,
     MATHVERSE_VISION_ONLY,
@@ -21,8 +23,6 @@ from spark_vl.eval.benchmarks.math import (
     MATHVISTA,
     MMK12,
 )
-from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
-from spark_vl.eval.benchmarks.spark_merged import SPARK_MERGED
 from spark_vl.eval.benchmarks.wemath import WEMATH
 from spark_vl.plugins import PluginError, resolve
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from spark_vl.data.rows import RowContext, SkipRow, image_refs, require
 from spark_vl.eval.benchmarks.base import Benchmark, accuracy_metrics
-from spark_vl.eval.benchmarks.math import options_block
+from spark_vl.eval.benchmarks.visual_math import options_block
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
 from spark_vl.eval.scoring import Score, all_floats, extract, gold_letter_set, letters, norm_text
