@@ -32,6 +32,6 @@ def make_engine(backend: str, model, processor, generation_batch_size: int = 64,
         return HFEngine(model, processor, generation_batch_size=generation_batch_size, synced_gpus=synced_gpus)
     if backend == "vllm":
         raise NotImplementedError(
-            "rollout.backend=vllm is not implemented yet; use rollout.backend=hf (see docs/ROADMAP.md)"
+            "rollout.backend=vllm is not implemented yet; use rollout.backend=hf"
         )
     raise ValueError(f"unknown rollout backend {backend!r}; known: hf, vllm")
