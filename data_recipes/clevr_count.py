@@ -6,18 +6,14 @@ Two layouts, both integer answers checked by exact match (a cheap, fully verifia
   clevr_math: `image`, `question`, `label` (int), `template`, `id` (dali-does/clevr-math, CC-BY-4.0;
               its hub copy needs a loading script, so pass local parquet/json files)
 
-    python data_recipes/clevr_count.py --source BUAADreamer/clevr_count_70k@train --out data/clevr-train
+    python -m data_recipes.clevr_count --source BUAADreamer/clevr_count_70k@train --out data/clevr-train
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run  # noqa: E402
+from spark_vl.prep.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run
 
 
 def convert(row: dict, ctx: RowContext):
@@ -50,4 +46,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/clevr_count.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.clevr_count"))

@@ -3,7 +3,7 @@
 Column names default to EasyR1's (`problem`, `answer`, `images`) and are set with flags, so a file in
 EasyR1, TRL or R1-V layout, or your own, needs no code:
 
-    python data_recipes/generic.py --source my.jsonl --image-root imgs/ --out data/mine \\
+    python -m data_recipes.generic --source my.jsonl --image-root imgs/ --out data/mine \\
         --problem-key question --answer-key label --image-key image --id-key qid --licence CC-BY-4.0
 
 Images may be paths (relative to --image-root, default: the source's folder), encoded bytes, HF image
@@ -18,11 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run  # noqa: E402
-from spark_vl.types import ANSWER_TYPES  # noqa: E402
+from spark_vl.prep.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run
+from spark_vl.types import ANSWER_TYPES
 
 
 def add_arguments(parser) -> None:
@@ -76,4 +73,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/generic.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.generic"))

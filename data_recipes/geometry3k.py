@@ -6,19 +6,15 @@ Two modes, never mixed silently (the verifier must know which one it checks):
   --mode free (default): gold = `answer`, no choices (EasyR1's free-form setting);
   --mode mcq: the options are appended to the problem as "Choices: (A) ...", gold = the letter.
 
-    python data_recipes/geometry3k.py --source hiyouga/geometry3k@train --out data/geo3k-train
+    python -m data_recipes.geometry3k --source hiyouga/geometry3k@train --out data/geo3k-train
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.answers import LETTERS  # noqa: E402
-from spark_vl.data.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run  # noqa: E402
+from spark_vl.data.answers import LETTERS
+from spark_vl.prep.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run
 
 
 def add_arguments(parser) -> None:
@@ -55,4 +51,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/geometry3k.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.geometry3k"))

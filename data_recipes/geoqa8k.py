@@ -6,18 +6,14 @@ columns were not confirmed against the hub copy (docs/DATA.md):
   r1v:    `image`, `problem`, `solution` = "<answer> 3 </answer>" (R1-V's own layout)
 The <answer> tags and boxes are stripped from the gold; the shipped form stays in `answer_raw`.
 
-    python data_recipes/geoqa8k.py --source leonardPKU/GEOQA_8K_R1V@train --out data/geoqa8k-train
+    python -m data_recipes.geoqa8k --source leonardPKU/GEOQA_8K_R1V@train --out data/geoqa8k-train
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.recipes import Recipe, RowContext, image_list, make_sample, run  # noqa: E402
+from spark_vl.prep.recipes import Recipe, RowContext, image_list, make_sample, run
 
 
 def convert(row: dict, ctx: RowContext):
@@ -45,4 +41,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/geoqa8k.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.geoqa8k"))

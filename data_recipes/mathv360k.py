@@ -14,7 +14,7 @@ answer the question ... at the end.", "Answer the question using a single word o
 --subset NAME keeps rows whose image path or data_source mentions NAME (e.g. geoqa+, TabMWP, IconQA);
 other rows are counted as not selected.
 
-    python data_recipes/mathv360k.py --source train_samples_all_tuning.json --image-root data_images \\
+    python -m data_recipes.mathv360k --source train_samples_all_tuning.json --image-root data_images \\
         --subset geoqa+ --out data/mathv360k-geoqa
 """
 
@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.answers import unbox  # noqa: E402
-from spark_vl.data.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run  # noqa: E402
+from spark_vl.data.answers import unbox
+from spark_vl.prep.recipes import Recipe, RowContext, SkipRow, image_list, make_sample, run
 
 _HINTS = (
     re.compile(r"^\s*Hint:\s*Please answer the question.*?(?:at the end\.?|$)", re.IGNORECASE | re.MULTILINE),
@@ -120,4 +116,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/mathv360k.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.mathv360k"))

@@ -5,7 +5,7 @@ Source layout: `id`, `subject`, `image` (one HF image), `question` (options, whe
 MMK12 *test* is one of SPARK's evaluation sets: preparing the test split needs --allow-test, and the
 prepared rows are marked meta["eval_split"] = true so nobody mixes them into training by accident.
 
-    python data_recipes/mmk12.py --source FanqingM/MMK12@train --out data/mmk12-train
+    python -m data_recipes.mmk12 --source FanqingM/MMK12@train --out data/mmk12-train
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.recipes import Recipe, RowContext, image_list, make_sample, run  # noqa: E402
-from spark_vl.data.sources import RowSource, SourceError, split_spec  # noqa: E402
+from spark_vl.data.sources import RowSource, SourceError, split_spec
+from spark_vl.prep.recipes import Recipe, RowContext, image_list, make_sample, run
 
 
 def add_arguments(parser) -> None:
@@ -62,4 +59,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/mmk12.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.mmk12"))

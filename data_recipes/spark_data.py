@@ -13,7 +13,7 @@ The merged evaluation files (`benchmark_combine*.json`: dataset, problem, answer
 benchmarks, not training data: they are accepted only with --eval-file (e.g. to build a
 decontamination reference or an evaluation set).
 
-    python data_recipes/spark_data.py --source infer_data_ViRL_19k_h.json --image-root ~/hf/ViRL39K --out data/spark19k
+    python -m data_recipes.spark_data --source infer_data_ViRL_19k_h.json --image-root ~/hf/ViRL39K --out data/spark19k
 """
 
 from __future__ import annotations
@@ -24,11 +24,8 @@ import re
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.recipes import Recipe, RowContext, SkipRow, make_sample, run  # noqa: E402
-from spark_vl.data.sources import RowSource, SourceError  # noqa: E402
+from spark_vl.data.sources import RowSource, SourceError
+from spark_vl.prep.recipes import Recipe, RowContext, SkipRow, make_sample, run
 
 # A final line or sentence that instructs the model to box its answer (an empty \boxed{} is an instruction).
 _SUFFIX = re.compile(r"(?:\n+|(?<=[.?!:])\s+|^)[^\n]*\\boxed\{\}[^\n]*$")
@@ -142,4 +139,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/spark_data.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.spark_data"))

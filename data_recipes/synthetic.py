@@ -16,7 +16,7 @@ also re-measure counts and bar heights from the pixels). Worked solutions ending
 are included unless --no-solutions (for the supervised / CHORD term). The drawings are faithful:
 triangles are built from their angles and shapes from their side lengths, at a common scale.
 
-    python data_recipes/synthetic.py --out data/procedural --size 5000 --seed 0 --levels 1,2
+    python -m data_recipes.synthetic --out data/procedural --size 5000 --seed 0 --levels 1,2
     spark-vl data prepare synthetic --out data/procedural --tasks clock,bar_chart
 
 The small built-in set used by the CPU demo (colour / count / compare / shape) stays in
@@ -30,17 +30,13 @@ import math
 import random
 import sys
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image, ImageDraw, ImageFont
 
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-from spark_vl.data.recipes import Recipe, run  # noqa: E402
-from spark_vl.data.synthetic import COLORS, _draw_shape  # noqa: E402
-from spark_vl.types import Sample  # noqa: E402
+from spark_vl.data.synthetic import COLORS, _draw_shape
+from spark_vl.prep.recipes import Recipe, run
+from spark_vl.types import Sample
 
 TASKS = ("triangle_angle", "shape_area", "count", "bar_chart", "clock")
 LEVELS = (1, 2, 3)
@@ -463,4 +459,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/synthetic.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.synthetic"))

@@ -6,18 +6,14 @@ The hard-11k subset was selected by how many MCTS iterations Qwen2.5-VL-7B neede
 marked difficulty {"thinklite_hard": 1.0} (with --hard, or automatically when the source name says
 "hard"), so a mixture can compare it with ViRL39K's pass-rate filter.
 
-    python data_recipes/thinklite_vl.py --source ~/hf/ThinkLite-VL-hard-11k --out data/thinklite-hard
+    python -m data_recipes.thinklite_vl --source ~/hf/ThinkLite-VL-hard-11k --out data/thinklite-hard
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.recipes import Recipe, RowContext, image_list, make_sample, run  # noqa: E402
+from spark_vl.prep.recipes import Recipe, RowContext, image_list, make_sample, run
 
 
 def add_arguments(parser) -> None:
@@ -49,4 +45,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/thinklite_vl.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.thinklite_vl"))

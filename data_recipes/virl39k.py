@@ -7,19 +7,15 @@ latter filled for about half the rows). The answer is unboxed into `answer` (the
 `answer_raw`); pass rates go to `difficulty` as `passrate_32b` / `passrate_7b`, missing ones are left
 out (unknown, not 0), so `spark-vl data difficulty --column passrate_7b` can use them directly.
 
-    python data_recipes/virl39k.py --source ~/hf/ViRL39K --image-root ~/hf/ViRL39K --out data/virl39k
+    python -m data_recipes.virl39k --source ~/hf/ViRL39K --image-root ~/hf/ViRL39K --out data/virl39k
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run as a script from a source checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spark_vl.data.recipes import Recipe, RowContext, image_list, make_sample, run  # noqa: E402
+from spark_vl.prep.recipes import Recipe, RowContext, image_list, make_sample, run
 
 PASSRATE_COLUMNS = {"PassRate_32BTrained": "passrate_32b", "PassRate_7BUntrained": "passrate_7b"}
 
@@ -60,4 +56,4 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(RECIPE, prog="python data_recipes/virl39k.py"))
+    sys.exit(run(RECIPE, prog="python -m data_recipes.virl39k"))

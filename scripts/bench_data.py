@@ -26,8 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 DEMO_PROMPTS_PER_S = 8 / 5.0  # the demo's fastest step: 8 prompts per ~5 s
 
 
@@ -43,17 +41,14 @@ def photo(rng, size: int):
 
 def build_source(path: Path, rows: int, image_size: int, content: str) -> float:
     """A hub-layout parquet source; returns the mean encoded image size in bytes."""
-    import importlib.util
     import io
     import random
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    spec = importlib.util.spec_from_file_location("procedural", Path(__file__).resolve().parents[1]
-                                                  / "data_recipes/synthetic.py")
-    procedural = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(procedural)
+    from data_recipes import synthetic as procedural
+
     rng = random.Random(0)
     out, image_bytes = [], 0
     for i in range(rows):
@@ -71,7 +66,7 @@ def build_source(path: Path, rows: int, image_size: int, content: str) -> float:
 
 
 def bench_prepare(source: Path, out: Path, workers: int) -> dict:
-    from spark_vl.data.recipes import build_parser, find_recipe, prepare
+    from spark_vl.prep.recipes import build_parser, find_recipe, prepare
 
     recipe = find_recipe("generic")
     args = build_parser(recipe).parse_args(["--source", str(source), "--out", str(out), "--workers", str(workers),
@@ -84,7 +79,7 @@ def bench_prepare(source: Path, out: Path, workers: int) -> dict:
 
 
 def bench_load(prepared: Path) -> dict:
-    from spark_vl.data.io import load_samples
+    from spark_vl.data.prepared import load_samples
     from spark_vl.data.prompts import build_prompt, prompt_length
     from spark_vl.models.tiny import build_processor
 

@@ -32,7 +32,6 @@ def rss_mb() -> float:
 def worker(args) -> None:
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from spark_vl.algorithms.logprobs import chunked_logprobs, naive_logprobs
 
     torch.manual_seed(0)

@@ -13,13 +13,11 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:

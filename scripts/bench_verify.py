@@ -22,14 +22,11 @@ import json
 import multiprocessing
 import os
 import platform
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CASES_PATH = ROOT / "tests" / "assets" / "verify_cases.jsonl"
 SECTION = "## Verifier (scripts/bench_verify.py)"

@@ -4,7 +4,7 @@
     spark-vl train --config configs/demo_cpu.yaml --resume latest
     spark-vl export runs/demo/checkpoints/step-000020 exported/
     spark-vl eval --model exported/ --benchmarks mathvista ...      (spark_vl.eval.cli)
-    spark-vl data prepare geometry3k --source ... --out ...           (spark_vl.data.cli)
+    spark-vl data prepare geometry3k --source ... --out ...           (spark_vl.prep.cli)
     spark-vl plan --config configs/qwen2_5_vl/7b_grpo.yaml --gpus-per-node 8   (spark_vl.plan: memory plan)
 
 A bad config exits with code 2 and one line naming the key; no traceback.
@@ -39,7 +39,7 @@ def _export(argv: list[str]) -> int:
     parser.add_argument("checkpoint", help="a checkpoint dir written by spark-vl train (or a run dir: its latest)")
     parser.add_argument("out", help="output folder")
     args = parser.parse_args(argv)
-    from spark_vl.trainer.checkpoint import export_hf
+    from spark_vl.models.export import export_hf  # torch and transformers: only for this command
 
     path = export_hf(args.checkpoint, args.out)
     print(f"exported {path}")
@@ -56,7 +56,7 @@ COMMANDS = {
     "train": _train,
     "export": _export,
     "eval": lambda argv: _delegate("spark_vl.eval.cli", argv),
-    "data": lambda argv: _delegate("spark_vl.data.cli", argv),
+    "data": lambda argv: _delegate("spark_vl.prep.cli", argv),
     "plan": lambda argv: _delegate("spark_vl.plan", argv),
 }
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+UnionType = type(int | None)  # the type of `X | Y` annotations (types.UnionType, without importing `types`)
 
 
 class ConfigError(ValueError):
@@ -314,7 +315,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check `value` against the annotation `hint`, converting only where it is lossless (int -> float)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
+    if origin in (typing.Union, UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
@@ -434,10 +435,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
                 f"{r.samples_per_prompt}, but under spark.schedule=mixed auxiliary prompts share the policy batch "
                 "(one group size per step); leave spark.samples_per_prompt null or use schedule=alternate"
             )
-    backends = ("hf",)
-    if r.backend not in backends and ":" not in r.backend:
-        hint = " (the vLLM backend is not implemented yet)" if r.backend == "vllm" else ""
-        raise ConfigError(f"rollout.backend={r.backend!r} is not a backend{hint}; choose hf or package.module:Class")
+    if r.backend not in ("hf", "vllm") and ":" not in r.backend:
+        raise ConfigError(f"rollout.backend={r.backend!r} is not a backend; choose hf, vllm or package.module:Class")
     per_rank = t.micro_batch_size * world_size
     if t.sequences_per_optimizer_step % per_rank:
         raise ConfigError(

@@ -1,19 +1,29 @@
-"""Decode the image references a dataset row may hold into RGB PIL images.
+"""Decode the image references a dataset row may hold into RGB PIL images; what is recorded about each image.
 
 A reference is a path (absolute, or relative to the dataset root), encoded bytes, an HF image struct
 ({"bytes": ..., "path": ...}) or an already decoded PIL image. Failures raise `ImageError` naming the
-reference, so callers can skip the row and count it.
+reference, so callers can skip the row and count it. `ImageInfo` is the size and hashes a prepared dataset
+stores per image (computed by `spark_vl.prep.validate.check_image`, read back by `data.prepared`).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 MAX_IMAGE_PIXELS = 178_956_970  # PIL's own decompression-bomb threshold (2x its warning limit)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    hash: str  # sha1 of decoded RGB pixels + size
+    dhash: str  # 16 hex digits, perceptual
 
 
 class ImageError(ValueError):

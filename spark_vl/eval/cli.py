@@ -22,6 +22,7 @@ from typing import Any
 
 from spark_vl.eval.benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark
 from spark_vl.eval.protocols import PROTOCOLS, UnknownProtocolError, get_protocol
+from spark_vl.plugins import PluginError, resolve
 
 logger = logging.getLogger("spark_vl.eval")
 
@@ -190,13 +191,10 @@ def _llm_judge(spec: str | None):
     """`package.module:attr` -> the judge object (a class is instantiated without arguments)."""
     if not spec:
         return None
-    import importlib
-
-    module, _, attr = spec.partition(":")
     try:
-        value = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise UsageError(f"--llm-judge {spec}: cannot import ({err})") from None
+        value = resolve(spec, {}, "--llm-judge")
+    except PluginError as err:
+        raise UsageError(str(err)) from None
     judge = value() if isinstance(value, type) else value
     if not callable(judge) or not getattr(judge, "name", None):
         raise UsageError(f"--llm-judge {spec}: needs a callable with a `name` (see spark_vl/eval/judge.py)")
@@ -226,7 +224,7 @@ def _resolve_model(spec: str, out: Path) -> str:
     if not path.is_dir() or (path / "config.json").is_file():
         return spec
     if (path / "trainer_state.pt").is_file() or (path / "checkpoints").is_dir():
-        from spark_vl.trainer.checkpoint import export_hf
+        from spark_vl.models.export import export_hf
 
         target = out / "model"
         if not (target / "config.json").is_file():

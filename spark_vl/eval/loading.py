@@ -4,17 +4,18 @@ Sources, in order of preference:
   - a local `datasets` folder (`save_to_disk`), a folder of parquet files in the hub layout
     (`<config>/<split>-*.parquet`, `data/<split>-*.parquet`), a single parquet / JSON / JSONL file;
   - the benchmark's hub id through `datasets.load_dataset(hub_id, config, split=...)` (needs the network).
-Rows that cannot become a Sample are skipped, counted and listed (`LoadedBenchmark.skipped`); images are
-not decoded here (a missing or broken image is reported when the prompt is built).
+Rows that cannot become a Sample are skipped, counted and listed (`LoadedBenchmark.skipped`, `rows.Skipped`
+records); images are not decoded here (a missing or broken image is reported when the prompt is built).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from spark_vl.data.prepared import load_samples
+from spark_vl.data.rows import MALFORMED, RowContext, Skipped, SkipRow
 from spark_vl.data.sources import SourceError, open_source
-from spark_vl.eval.benchmarks import PREPARED_PREFIX, Benchmark, LoadedBenchmark, RowContext, RowError
+from spark_vl.eval.benchmarks import PREPARED_PREFIX, Benchmark, LoadedBenchmark
 from spark_vl.types import Sample
 
 
@@ -71,7 +72,7 @@ def load_benchmark(
     if local and path.is_file():
         splits = (None,)  # one file = one split (DynaMath files carry `varid` per row)
     samples: list[Sample] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     root: Path | None = None
     descriptions = []
     for name in splits:
@@ -81,10 +82,13 @@ def load_benchmark(
             rows, root, description = _hub_rows(spec, bench.hub_config, name)
         descriptions.append(description)
         for index, row in enumerate(rows):
+            row_id = f"{name or ''}#{index}"
             try:
-                samples.append(bench.convert(row, RowContext(split=name, index=index, root=root)))
-            except (RowError, KeyError, TypeError, ValueError) as err:
-                skipped.append({"row": f"{name or ''}#{index}", "reason": f"{type(err).__name__}: {err}"})
+                samples.append(bench.convert(row, RowContext(row_id, index, root=root, split=name)))
+            except SkipRow as err:
+                skipped.append(Skipped(row_id, err.kind, str(err)))
+            except (KeyError, TypeError, ValueError) as err:
+                skipped.append(Skipped(row_id, MALFORMED, f"{type(err).__name__}: {err}"))
     if bench.row_filter is not None:
         samples = [s for s in samples if bench.row_filter(s)]
     if bench.sort_key is not None:
@@ -95,13 +99,13 @@ def load_benchmark(
     return LoadedBenchmark(bench, samples, skipped, root, "; ".join(dict.fromkeys(descriptions)))
 
 
-def _unique_uids(samples: list[Sample], skipped: list[dict[str, str]]) -> list[Sample]:
+def _unique_uids(samples: list[Sample], skipped: list[Skipped]) -> list[Sample]:
     """Drop rows whose uid repeats an earlier one (the cache and the reports are keyed by uid)."""
     seen: set[str] = set()
     kept = []
     for s in samples:
         if s.uid in seen:
-            skipped.append({"row": s.uid, "reason": "duplicate uid (an earlier row has the same id)"})
+            skipped.append(Skipped(s.uid, "duplicate_uid", "duplicate uid (an earlier row has the same id)"))
             continue
         seen.add(s.uid)
         kept.append(s)
@@ -109,13 +113,11 @@ def _unique_uids(samples: list[Sample], skipped: list[dict[str, str]]) -> list[S
 
 
 def _load_prepared(bench: Benchmark, path: str, limit: int | None) -> LoadedBenchmark:
-    from spark_vl.data.io import load_samples
-
     try:
         result = load_samples(path)
     except (FileNotFoundError, ValueError) as err:
         raise BenchmarkSourceError(f"cannot load prepared dataset {path}: {err}") from None
-    skipped: list[dict[str, Any]] = [{"row": str(row), "reason": str(reason)} for row, reason in result.skipped]
+    skipped = list(result.skipped)
     samples = _unique_uids(list(result.samples), skipped)
     if limit is not None:
         samples = samples[:limit]

@@ -25,12 +25,14 @@ from typing import Any
 
 from spark_vl.data.images import ImageError, load_image
 from spark_vl.data.prompts import build_messages
+from spark_vl.data.rows import Skipped
 from spark_vl.eval.benchmarks import Benchmark, LoadedBenchmark, benchmark_for
 from spark_vl.eval.cache import CacheEntry, GenerationCache, item_key
 from spark_vl.eval.judge import LLMJudge, with_judge
 from spark_vl.eval.protocols import EvalProtocol, get_protocol
 from spark_vl.eval.records import BenchmarkResult, EvalResult, ItemRecord, sample_from_json, sample_to_json
 from spark_vl.eval.scoring import Score, extract
+from spark_vl.spark import judge_score, self_reflect
 from spark_vl.types import Prompt, Sample, SamplingParams
 
 logger = logging.getLogger("spark_vl.eval")
@@ -58,7 +60,8 @@ class Outcome:
     error: str | None = None
 
 
-def _resolve(name: str, value: list[Sample] | LoadedBenchmark) -> tuple[Benchmark, list[Sample], Path | None, list]:
+def _resolve(name: str, value: list[Sample] | LoadedBenchmark
+             ) -> tuple[Benchmark, list[Sample], Path | None, list[Skipped]]:
     if isinstance(value, LoadedBenchmark):
         return value.benchmark, value.samples, value.root, value.skipped
     return benchmark_for(name), list(value), None, []
@@ -222,14 +225,10 @@ def _best_of_n(engine, sampling: SamplingParams, n: int, judge_fn, judge_input: 
 
 
 def _default_reflect_fn():
-    from spark_vl.spark import self_reflect
-
     return self_reflect
 
 
 def _default_judge_fn():
-    from spark_vl.spark import judge_score
-
     return judge_score
 
 
@@ -312,14 +311,14 @@ def _reflection_metrics(records: list[ItemRecord]) -> dict[str, Any]:
 
 
 def aggregate(bench: Benchmark, records: list[ItemRecord], protocol: EvalProtocol, mode: str,
-              skipped: list | None = None) -> BenchmarkResult:
+              skipped: list[Skipped] | None = None) -> BenchmarkResult:
     metrics = bench.metrics(records, protocol)
     metrics.update(_mode_metrics(records, mode))
     metrics["protocol"] = protocol.name
     metrics["mode"] = mode
     metrics["skipped_rows"] = len(skipped or [])
     if skipped:
-        metrics["skipped"] = list(skipped)
+        metrics["skipped"] = [s.to_dict() for s in skipped]
     return BenchmarkResult(bench.name, mode, protocol.name, metrics, bench.table_columns(protocol), bench.group,
                            records)
 
@@ -389,7 +388,7 @@ def evaluate(
 
 
 def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", model_id: str = "model",
-            skipped: dict[str, list] | None = None, llm_judge: LLMJudge | None = None) -> EvalResult:
+            skipped: dict[str, list[Skipped]] | None = None, llm_judge: LLMJudge | None = None) -> EvalResult:
     """Score saved records again (no model, no dataset): the `--score-only` path.
 
     `skipped` (benchmark -> rows the loader could not read) is carried into the metrics when known."""

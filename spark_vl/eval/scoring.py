@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spark_vl.eval.protocols import EvalProtocol
-from spark_vl.rewards import check, extract_answer
+from spark_vl.rewards import check, extract_answer, parse_verdict
 from spark_vl.rewards.choices import LETTERS, letter_for_text, parse_letters
 from spark_vl.types import Sample
 
@@ -45,7 +45,7 @@ def verifier(sample: Sample, pred: str, **overrides: Any) -> tuple[bool, str]:
         "tolerance": sample.tolerance,
     }
     kwargs.update(overrides)
-    result = check(pred, sample.answer, **kwargs)
+    result = check(pred, sample.answer, **kwargs)  # `check` also names the verifier layer that decided
     return bool(result.correct), f"verifier:{result.layer}"
 
 
@@ -158,7 +158,5 @@ def parse_bracket_verdict(response: str | None) -> str | None:
     hits = _DOUBLE_BRACKET.findall(response)
     if hits:
         return hits[-1]
-    from spark_vl.rewards import parse_verdict
-
     verdict = parse_verdict(response, kind="ab")
     return verdict if verdict in ("A", "B") else None

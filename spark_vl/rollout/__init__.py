@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from spark_vl.config import RolloutConfig
-from spark_vl.plugins import resolve
+from spark_vl.plugins import PluginError, resolve
 from spark_vl.rollout.hf import HFEngine
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
 
@@ -33,9 +33,15 @@ class RolloutEngine(Protocol):
 ENGINES = {"hf": HFEngine}
 
 
+def engine_class(backend: str) -> type:
+    """The backend class named `backend`; raises PluginError (a ValueError) naming the problem. Called before
+    any model is loaded, so a wrong name fails in a second."""
+    if backend == "vllm" and "vllm" not in ENGINES:
+        raise PluginError("rollout.backend=vllm is not implemented yet; use rollout.backend=hf")
+    return resolve(backend, ENGINES, "rollout backend", expect=lambda value: isinstance(value, type))
+
+
 def make_engine(cfg: RolloutConfig, model, processor, synced_gpus: bool = False) -> RolloutEngine:
     """The rollout engine named by `cfg.backend`, around the (unwrapped) model. `synced_gpus`: ZeRO-3 with
     several ranks, where every forward pass is a collective."""
-    if cfg.backend == "vllm" and "vllm" not in ENGINES:
-        raise NotImplementedError("rollout.backend=vllm is not implemented yet; use rollout.backend=hf")
-    return resolve(cfg.backend, ENGINES, "rollout backend")(model, processor, cfg, synced_gpus)
+    return engine_class(cfg.backend)(model, processor, cfg, synced_gpus)

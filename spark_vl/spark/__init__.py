@@ -8,6 +8,7 @@
 See docs/SPARK.md for the rules, the knobs and what differs from the reference code.
 """
 
+from spark_vl.spark.aux_queue import AuxQueue, QueueStats, prompt_from_state, prompt_to_state
 from spark_vl.spark.judge import best_of_n, judge_prompts, judge_score
 from spark_vl.spark.metrics import (
     JudgeMetrics,
@@ -16,7 +17,6 @@ from spark_vl.spark.metrics import (
     judge_metrics,
     verdict_separation,
 )
-from spark_vl.spark.queue import AuxQueue, QueueStats, prompt_from_state, prompt_to_state
 from spark_vl.spark.recycle import RecycleResult, RecycleStats, recycle
 from spark_vl.spark.templates import TemplateSet, load_templates
 from spark_vl.spark.tts import ReflectionRound, ReflectionTrace, self_reflect, trace_summary

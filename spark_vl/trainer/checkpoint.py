@@ -1,4 +1,4 @@
-"""Resumable checkpoints and Hugging Face export.
+"""Resumable checkpoints.
 
 A checkpoint `<run>/checkpoints/step-000012/` holds the DeepSpeed engine state (model, optimizer,
 scheduler) under `engine/`, `trainer_state.pt` (step, sampler position, RNG states, algorithm state such
@@ -6,8 +6,8 @@ as the SPARK auxiliary queue), the model config and processor, and the resolved 
 into a temporary folder and renamed when complete, so a crash never leaves a half checkpoint that
 `--resume latest` would pick; only the last `keep_last` are kept.
 
-`export_hf(checkpoint, out)` writes safetensors weights + processor + chat template + generation
-config that `AutoModelForImageTextToText` / `AutoProcessor` (and vLLM) load as is.
+Export to a Hugging Face folder is `spark_vl.models.export.export_hf`, which also owns the layout readers
+(`list_checkpoints`, `resolve_checkpoint`) so that evaluation never imports the trainer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-STEP_PREFIX = "step-"
+from spark_vl.models.export import STEP_PREFIX, list_checkpoints
+from spark_vl.models.export import resolve_checkpoint as resolve_checkpoint  # re-exported for the loop's --resume
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,13 +41,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"{STEP_PREFIX}{step:06d}"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX))
 
 
 def save_checkpoint(engine, processor, run_dir: Path, step: int, trainer_state: dict, config_yaml: str,
@@ -76,17 +70,6 @@ def save_checkpoint(engine, processor, run_dir: Path, step: int, trainer_state: 
     return final
 
 
-def resolve_checkpoint(spec: str, run_dir: Path) -> Path:
-    """`latest` -> newest complete checkpoint of `run_dir`; a run dir -> its newest; else the path itself."""
-    path = Path(run_dir) if spec == "latest" else Path(spec)
-    if (path / "engine").is_dir():
-        return path
-    found = list_checkpoints(path)
-    if not found:
-        raise FileNotFoundError(f"no checkpoint found at {path} (expected {path}/checkpoints/{STEP_PREFIX}NNNNNN)")
-    return found[-1]
-
-
 def load_checkpoint(engine, path: Path) -> dict:
     """Restore engine (model, optimizer, scheduler) and return this rank's trainer state (RNG restored)."""
     load_path, _ = engine.load_checkpoint(str(path / "engine"), tag="state")
@@ -104,43 +87,3 @@ def load_checkpoint(engine, path: Path) -> dict:
 def _barrier() -> None:
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.barrier()
-
-
-def consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Full fp32 weights from a checkpoint of any ZeRO stage."""
-    engine_dir = Path(path) / "engine" / "state"
-    if any(engine_dir.glob("*zero_pp_rank_*optim_states.pt")):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        return get_fp32_state_dict_from_zero_checkpoint(str(Path(path) / "engine"), tag="state")
-    states = sorted(engine_dir.glob("mp_rank_*_model_states.pt"))
-    if not states:
-        raise FileNotFoundError(f"no model states in {engine_dir}")
-    return {k: v.float() for k, v in torch.load(states[0], map_location="cpu", weights_only=False)["module"].items()}
-
-
-def export_hf(checkpoint: str | Path, out: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write a Hugging Face folder (safetensors, processor, chat template, generation config)."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    ckpt = resolve_checkpoint(str(checkpoint), Path(checkpoint))
-    out = Path(out)
-    config = AutoConfig.from_pretrained(ckpt / "model_config")
-    state = consolidated_state_dict(ckpt)
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
-    model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k, v in model.state_dict().items() if v.device.type == "meta"]
-    if missing:
-        raise ValueError(f"checkpoint {ckpt} lacks weights for {missing[:5]} ...")
-    model.tie_weights()
-    if dtype is not None:
-        model = model.to(dtype)
-    processor = AutoProcessor.from_pretrained(ckpt / "processor")
-    out.mkdir(parents=True, exist_ok=True)
-    tok = processor.tokenizer
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    return out

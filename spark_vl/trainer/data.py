@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from spark_vl.config import Config
 from spark_vl.data.images import ImageError
+from spark_vl.data.prepared import LoadResult, load_samples
 from spark_vl.data.prompts import build_prompt, prompt_length
 from spark_vl.data.sampler import MixtureSampler
+from spark_vl.data.synthetic import synthetic_samples
+from spark_vl.eval import get_benchmark, load_benchmark
+from spark_vl.eval.benchmarks import BENCHMARKS
 from spark_vl.types import Prompt, Sample
 
 log = logging.getLogger("spark_vl.data")
@@ -22,24 +27,22 @@ SYNTHETIC = "builtin:synthetic"
 MAX_WARNINGS = 20
 
 
-Loaded = tuple[list[Sample], Path | None, list[tuple[str, str]]]  # rows, image root, (row id, reason) skipped
+def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None) -> LoadResult:
+    """Rows of one data spec: builtin:synthetic or anything `spark_vl.data.prepared.load_samples` reads.
 
-
-def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None) -> Loaded:
-    """Rows of one data spec: builtin:synthetic or anything `spark_vl.data.io.load_samples` reads."""
+    Skipped rows are named "<spec>:<row>", since the training mixture reads several specs.
+    """
     d = cfg.data
     if spec == SYNTHETIC:
-        from spark_vl.data.synthetic import synthetic_samples
-
         n = d.synthetic_size if size is None else size
-        return synthetic_samples(n, d.seed, start, d.synthetic_tasks, d.synthetic_image_size), None, []
-    from spark_vl.data.io import load_samples
-
+        return LoadResult(synthetic_samples(n, d.seed, start, d.synthetic_tasks, d.synthetic_image_size))
     result = load_samples(spec)
     if result.skipped:
-        log.warning("%s: %d malformed rows skipped while loading (first: %s)", spec, len(result.skipped),
-                    result.skipped[0])
-    return result.samples, result.root, [(f"{spec}:{row}", reason) for row, reason in result.skipped]
+        first = result.skipped[0]
+        log.warning("%s: %d malformed rows skipped while loading (first: row %s: %s)", spec, len(result.skipped),
+                    first.row, first.reason)
+    result.skipped = [replace(s, row=f"{spec}:{s.row}") for s in result.skipped]
+    return result
 
 
 class PromptBuilder:
@@ -84,12 +87,12 @@ class PromptSource:
         self.build = PromptBuilder(cfg, processor)
         self.sources = []
         for spec in cfg.data.train:
-            rows, root, skipped = load_source(spec, cfg)
-            if not rows:
+            loaded = load_source(spec, cfg)
+            if not loaded.samples:
                 raise ValueError(f"data.train entry {spec!r} has no usable rows")
-            self.sources.append((rows, root))
-            for row, reason in skipped:
-                self.build.count(row, "malformed_row", reason)
+            self.sources.append((loaded.samples, loaded.root))
+            for skipped in loaded.skipped:
+                self.build.count(skipped.row, skipped.kind, skipped.reason)
         self.sampler = MixtureSampler([len(rows) for rows, _ in self.sources], cfg.data.train_weights or None,
                                       cfg.data.seed, cfg.data.shuffle)
         self.experts = [(i, j) for i, (rows, _) in enumerate(self.sources) for j, s in enumerate(rows) if s.solution]
@@ -150,22 +153,18 @@ def held_out_prompts(cfg: Config, processor) -> list[Prompt]:
     """The held-out evaluation prompts: data.val, or synthetic rows past the training range."""
     build = PromptBuilder(cfg, processor, training=False)
     if cfg.data.val:
-        rows = [pair for spec in cfg.data.val for pair in _with_root(load_source(spec, cfg))]
+        loaded = [load_source(spec, cfg) for spec in cfg.data.val]
     elif SYNTHETIC in cfg.data.train:
-        rows = _with_root(load_source(SYNTHETIC, cfg, start=cfg.data.synthetic_size, size=cfg.data.val_size))
+        loaded = [load_source(SYNTHETIC, cfg, start=cfg.data.synthetic_size, size=cfg.data.val_size)]
     else:
         return []
+    rows = [(s, result.root) for result in loaded for s in result.samples]
     prompts = [p for p in (build(s, root) for s, root in rows[: cfg.data.val_size]) if p is not None]
     return prompts
 
 
 def load_eval_benchmarks(cfg: Config, rank: int, world_size: int) -> dict:
     """trainer.eval_benchmarks -> {name: LoadedBenchmark}, each rank keeping its shard of the items."""
-    from dataclasses import replace
-
-    from spark_vl.eval import get_benchmark, load_benchmark
-    from spark_vl.eval.benchmarks import BENCHMARKS
-
     loaded = {}
     for entry in cfg.trainer.eval_benchmarks:
         name, sep, path = entry.partition("=")
@@ -175,8 +174,3 @@ def load_eval_benchmarks(cfg: Config, rank: int, world_size: int) -> dict:
         full = load_benchmark(bench, path, limit=cfg.eval.limit)
         loaded[name] = replace(full, samples=full.samples[rank::world_size])
     return loaded
-
-
-def _with_root(loaded: Loaded) -> list[tuple[Sample, Path | None]]:
-    rows, root, _ = loaded
-    return [(s, root) for s in rows]

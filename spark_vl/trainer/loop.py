@@ -28,12 +28,12 @@ import torch
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
-from spark_vl.config import Config, Derived, derived, dump_yaml, validate
+from spark_vl.config import Config, ConfigError, Derived, derived, dump_yaml, validate
 from spark_vl.models import load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
 from spark_vl.plan import plan_summary
 from spark_vl.rewards import has_gold, score_groups
-from spark_vl.rollout import RolloutEngine, make_engine
+from spark_vl.rollout import RolloutEngine, engine_class, make_engine
 from spark_vl.spark import judge_score
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer.batch import Sequence, collate, response_values
@@ -62,6 +62,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     check_output_dir(run_dir)
     dist = init_distributed(cfg.trainer.device)
     validate(cfg, dist.world_size)
+    try:
+        engine_class(cfg.rollout.backend)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     plan = derived(cfg, dist.world_size)
     if dist.is_main:
         resolved = dump_yaml(cfg)

@@ -25,7 +25,7 @@ import torch
 
 from spark_vl.config import Config, Derived
 from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle, verdict_separation
-from spark_vl.spark.queue import plan_take, waterfill
+from spark_vl.spark.aux_queue import plan_take, waterfill
 from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum
 from spark_vl.trainer.metrics import Means
 from spark_vl.types import Prompt, RolloutGroup

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from spark_vl.cli import main as spark_vl
-from spark_vl.data.io import load_samples
+from spark_vl.data.prepared import load_samples
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("data_builders", REPO / "tests/assets/data/builders.py")
@@ -89,7 +89,7 @@ def test_decontaminate(train, capsys):
     kept = load_samples(str(out))
     assert sorted(s.uid for s in kept.samples) == ["train-t2", "train-t3"]
     detail = json.loads((out / "decontamination.json").read_text())["dropped"]
-    reasons = {d["row_id"]: d["detail"] for d in detail}
+    reasons = {d["row"]: d["reason"] for d in detail}
     assert "mathvista_testmini:1" in reasons["train-t0"] and "question identical" in reasons["train-t1"]
     assert kept.manifest["recipe"] == "decontaminate" and kept.manifest["licence"] == "MIT"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from spark_vl.data.images import load_image
-from spark_vl.data.io import load_samples
-from spark_vl.data.recipes import find_recipe, run
+from spark_vl.data.prepared import load_samples
+from spark_vl.prep.recipes import find_recipe, run
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("data_builders", REPO / "tests/assets/data/builders.py")
@@ -133,7 +133,7 @@ def test_spark_data_messages_and_image_remap(fixtures, tmp_path):
     assert s.problem == "<image>\nWhat is x in figure 0?" and s.answer == "10"
     assert s.meta["suffix"] == builders.SPARK_SUFFIX and s.meta["max_pixels"] == 1048576
     report = json.loads((out / "report.json").read_text())
-    assert report["counts"] == {"malformed_row": 1} and "not JSON" in report["issues"][0]["detail"]
+    assert report["counts"] == {"malformed_row": 1} and "not JSON" in report["issues"][0]["reason"]
     assert result.manifest["licence"] == "CC-BY-NC-4.0"
 
 

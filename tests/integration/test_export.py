@@ -8,7 +8,7 @@ from spark_vl.cli import main as cli_main
 from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.models.encode import render
-from spark_vl.trainer.checkpoint import consolidated_state_dict, list_checkpoints
+from spark_vl.models.export import consolidated_state_dict, list_checkpoints
 from spark_vl.trainer.loop import train
 
 from ._train_utils import fast_config, read_metrics

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
+from spark_vl.models.export import consolidated_state_dict, list_checkpoints
 from spark_vl.models.tiny import build_tiny
-from spark_vl.trainer.checkpoint import consolidated_state_dict, list_checkpoints
 from spark_vl.trainer.loop import TrainingAborted, train
 
 from ._train_utils import fast_config, read_metrics

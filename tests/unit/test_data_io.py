@@ -1,4 +1,4 @@
-"""The prepared format and the universal reader (spark_vl.data.io)."""
+"""The prepared format: the universal reader (spark_vl.data.prepared) and the writer (spark_vl.prep.writer)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from spark_vl.data.images import load_image
-from spark_vl.data.io import SCHEMA, LoadResult, PreparedWriter, load_samples, write_subset
+from spark_vl.data.prepared import SCHEMA, LoadResult, load_samples
 from spark_vl.data.sources import SourceError, open_source
-from spark_vl.data.validate import ValidationConfig, Validator
+from spark_vl.prep.validate import ValidationConfig, Validator
+from spark_vl.prep.writer import PreparedWriter, write_subset
 from spark_vl.types import Sample
 
 _spec = importlib.util.spec_from_file_location(
@@ -88,8 +89,8 @@ def test_plain_files_with_aliases(tmp_path):
     assert by_uid["a"].answer == "B" and by_uid["a"].choices == ["1", "2"] and by_uid["a"].images == ["img.png"]
     assert load_image(by_uid["a"].images[0], result.root).size == (24, 20)
     assert by_uid["b"].answer == "2" and by_uid["b"].difficulty == {"passrate_7buntrained": 0.5}
-    assert [rid for rid, _ in result.skipped] == ["c", "row3", "row4"]
-    assert "not JSON" in result.skipped[2][1]
+    assert [s.row for s in result.skipped] == ["c", "row3", "row4"]
+    assert {s.kind for s in result.skipped} == {"malformed_row"} and "not JSON" in result.skipped[2].reason
 
     pq.write_table(pa.Table.from_pylist([rows[1]]), tmp_path / "rows.parquet")
     assert load_samples(str(tmp_path / "rows.parquet")).samples[0].answer == "2"

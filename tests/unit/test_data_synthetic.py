@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections import deque
-from pathlib import Path
 
 import pytest
 
+from data_recipes import synthetic as procedural
 from spark_vl.data.synthetic import COLORS
-
-_spec = importlib.util.spec_from_file_location(
-    "procedural", Path(__file__).resolve().parents[2] / "data_recipes/synthetic.py"
-)
-procedural = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(procedural)
 
 N = 45  # three full cycles of 5 tasks x 3 levels
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from spark_vl.data.validate import (
-    ImageIssue,
+from spark_vl.data.rows import Skipped, SkipRow
+from spark_vl.prep.validate import (
     Report,
     ValidationConfig,
     Validator,
@@ -31,7 +31,7 @@ def sample(uid: str, images, problem: str = "<image>What is x?", answer: str = "
 
 
 def kind_of(ref, root=None, cfg=CFG) -> str:
-    with pytest.raises(ImageIssue) as err:
+    with pytest.raises(SkipRow) as err:
         check_image(ref, root, cfg)
     return err.value.kind
 
@@ -92,9 +92,9 @@ def test_validator_counts_and_lists_every_kind(tmp_path):
         "empty_question": 1, "missing_answer": 1, "placeholder_mismatch": 1,
     }
     assert report.rows_seen == len(rows) and report.rows_kept == 3
-    listed = {i.row_id: i for i in report.issues}
-    assert "same images and question as row ok" in listed["dup"].detail
-    assert "nope.png" in listed["missing"].detail
+    listed = {i.row: i for i in report.issues}
+    assert "same images and question as row ok" in listed["dup"].reason
+    assert "nope.png" in listed["missing"].reason
     assert "dup" in report.summary()
 
 
@@ -109,7 +109,7 @@ def test_unparseable_gold_is_reported():
 
 def test_report_roundtrip(tmp_path):
     validator = Validator(ValidationConfig(check_answers=False))
-    validator.skip("row7", "malformed_row", "message is not JSON")
+    validator.skip(Skipped("row7", "malformed_row", "message is not JSON"))
     validator.report.write(tmp_path / "r.json")
     text = (tmp_path / "r.json").read_text()
     assert '"malformed_row": 1' in text and "row7" in text

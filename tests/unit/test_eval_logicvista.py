@@ -30,7 +30,7 @@ def test_gold_sets_and_skipped_row(logicvista):
     lb = load_benchmark(get_benchmark("logicvista"), str(logicvista))
     assert [s.answer for s in lb.samples] == ["A, C", "A, C", "B, D", "D", "A"]
     assert lb.samples[0].answer_type == "mcq_multi"
-    assert len(lb.skipped) == 1 and "names no option letter" in lb.skipped[0]["reason"]
+    assert len(lb.skipped) == 1 and "names no option letter" in lb.skipped[0].reason
 
 
 def test_letter_sets_by_hand(tmp_path, logicvista):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from spark_vl.config import SparkConfig
 from spark_vl.data.prompts import build_prompt
-from spark_vl.spark.queue import AuxQueue, interleave_kinds, interleaved_split, plan_take, waterfill
+from spark_vl.spark.aux_queue import AuxQueue, interleave_kinds, interleaved_split, plan_take, waterfill
 from spark_vl.spark.recycle import recycle
 from spark_vl.types import RewardOutput, Rollout, RolloutGroup, Sample
 

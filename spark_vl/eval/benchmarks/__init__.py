@@ -6,13 +6,15 @@ from the data recipes, and `package.module:attr` for a user's own `Benchmark` va
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-from spark_vl.eval.benchmarks.base import Benchmark, LoadedBenchmark, RowContext, RowError, accuracy_metrics
+from spark_vl.data.rows import RowContext, SkipRow
+from spark_vl.eval.benchmarks.base import Benchmark, LoadedBenchmark, accuracy_metrics
 from spark_vl.eval.benchmarks.dynamath import DYNAMATH
 from spark_vl.eval.benchmarks.general import MMMU, MMSTAR
-from spark_vl.eval.benchmarks.math import (
+from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
+from spark_vl.eval.benchmarks.spark_merged import SPARK_MERGED
+from spark_vl.eval.benchmarks.visual_math import (
     LOGICVISTA,
     MATHVERSE,
     MATHVERSE_VISION_ONLY,
@@ -21,9 +23,8 @@ from spark_vl.eval.benchmarks.math import (
     MATHVISTA,
     MMK12,
 )
-from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
-from spark_vl.eval.benchmarks.spark_merged import SPARK_MERGED
 from spark_vl.eval.benchmarks.wemath import WEMATH
+from spark_vl.plugins import PluginError, resolve
 
 # SPARK's Table 1 order (MVista, MVision, WeMath, MVerse, Dyna, Logic, MMK12 | reward), then Table 4's general ones.
 BENCHMARKS: dict[str, Benchmark] = {
@@ -61,7 +62,7 @@ class UnknownBenchmarkError(KeyError):
 
 
 def _no_rows(row, ctx: RowContext):
-    raise RowError("this benchmark is built from Sample objects, not raw rows")
+    raise SkipRow("this benchmark is built from Sample objects, not raw rows")
 
 
 def generic_benchmark(name: str, label: str | None = None) -> Benchmark:
@@ -95,19 +96,15 @@ def get_benchmark(name: str) -> Benchmark:
         return BENCHMARKS[key]
     if name.startswith(PREPARED_PREFIX) or Path(name).exists():
         return benchmark_for(PREPARED_PREFIX + name.removeprefix(PREPARED_PREFIX))
-    if ":" in name and not name.startswith(PREPARED_PREFIX):
-        module, _, attr = name.partition(":")
-        try:
-            value = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise UnknownBenchmarkError(f"cannot import benchmark {name!r}: {err}") from None
-        if not isinstance(value, Benchmark):
-            raise UnknownBenchmarkError(f"{name} is a {type(value).__name__}, not a spark_vl.eval Benchmark")
-        return value
-    raise UnknownBenchmarkError(
-        f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)} "
-        f"(or prepared:<path> for a prepared dataset, or package.module:attr)"
-    )
+    if ":" not in name:  # resolve() would list the names sorted and without the prepared:<path> form
+        raise UnknownBenchmarkError(
+            f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)} "
+            f"(or prepared:<path> for a prepared dataset, or package.module:attr)"
+        )
+    try:
+        return resolve(name, BENCHMARKS, "benchmark", expect=Benchmark)
+    except PluginError as err:
+        raise UnknownBenchmarkError(str(err)) from None
 
 
 __all__ = [
@@ -115,7 +112,7 @@ __all__ = [
     "Benchmark",
     "LoadedBenchmark",
     "RowContext",
-    "RowError",
+    "SkipRow",
     "UnknownBenchmarkError",
     "accuracy_metrics",
     "benchmark_for",

@@ -4,7 +4,8 @@ An adapter turns one raw row of the benchmark's real schema into a `Sample` (`co
 user text (`render`, default: the protocol's format template around `sample.problem`), scores one
 response (`score`, given the protocol) and aggregates item records into metrics with per-category
 breakdowns (`aggregate`). `columns` names the table columns (label, metric key) under a protocol.
-No inheritance: a new benchmark is a new `Benchmark(...)` value.
+No inheritance: a new benchmark is a new `Benchmark(...)` value. Converters use the row vocabulary shared
+with the dataset recipes (`spark_vl.data.rows`: `RowContext`, `SkipRow`, `require`, `image_refs`).
 """
 
 from __future__ import annotations
@@ -16,24 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from spark_vl.data.prompts import load_template
+from spark_vl.data.rows import RowContext, Skipped
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
 from spark_vl.eval.scoring import Score, verifier_score
 from spark_vl.types import Sample
-
-
-class RowError(ValueError):
-    """A benchmark row that cannot become a Sample (missing field, malformed options); it is counted and listed."""
-
-
-@dataclass
-class RowContext:
-    """Where a row came from: the split it was read from, its position, and the image root."""
-
-    split: str | None
-    index: int
-    root: Path | None = None
-
 
 Convert = Callable[[dict[str, Any], RowContext], Sample]
 Scorer = Callable[[Sample, str | None, EvalProtocol], Score]
@@ -143,29 +131,12 @@ def str_or_none(value: Any) -> str | None:
     return text or None
 
 
-def require(row: dict[str, Any], *keys: str) -> Any:
-    """The first of `keys` present in `row` with a value; RowError naming them otherwise."""
-    for key in keys:
-        if row.get(key) not in (None, ""):
-            return row[key]
-    raise RowError(f"row has no {' / '.join(repr(k) for k in keys)} (columns: {', '.join(sorted(row))})")
-
-
-def image_refs(row: dict[str, Any], *keys: str) -> list[Any]:
-    """The first present image column among `keys` (decoded struct first, then a path), as a list of refs."""
-    for key in keys:
-        value = row.get(key)
-        if value not in (None, "", b""):
-            return list(value) if isinstance(value, list) else [value]
-    return []
-
-
 @dataclass
 class LoadedBenchmark:
     """The samples of one benchmark plus what could not be read."""
 
     benchmark: Benchmark
     samples: list[Sample]
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {"row": id, "reason": ...}
+    skipped: list[Skipped] = field(default_factory=list)
     root: Path | None = None
     source: str = ""

@@ -12,7 +12,8 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from spark_vl.eval.benchmarks.base import Benchmark, RowContext, accuracy_metrics, image_refs, require
+from spark_vl.data.rows import RowContext, image_refs, require
+from spark_vl.eval.benchmarks.base import Benchmark, accuracy_metrics
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
 from spark_vl.eval.scoring import Score, extract, first_float, letters, norm_text

@@ -15,8 +15,9 @@ import ast
 import re
 from typing import Any
 
-from spark_vl.eval.benchmarks.base import Benchmark, RowContext, RowError, accuracy_metrics, image_refs, require
-from spark_vl.eval.benchmarks.math import options_block
+from spark_vl.data.rows import RowContext, SkipRow, image_refs, require
+from spark_vl.eval.benchmarks.base import Benchmark, accuracy_metrics
+from spark_vl.eval.benchmarks.visual_math import options_block
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
 from spark_vl.eval.scoring import Score, all_floats, extract, letters, norm_text
@@ -50,7 +51,7 @@ def _mmmu_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
     try:
         options = ast.literal_eval(raw_options) if isinstance(raw_options, str) else list(raw_options)
     except (ValueError, SyntaxError) as err:
-        raise RowError(f"MMMU {uid}: options {str(raw_options)[:80]!r} is not a Python list literal: {err}") from None
+        raise SkipRow(f"MMMU {uid}: options {str(raw_options)[:80]!r} is not a Python list literal: {err}") from None
     options = [str(o) for o in options]
     qtype = str(row.get("question_type") or ("multiple-choice" if options else "open"))
     text = str(require(row, "question"))

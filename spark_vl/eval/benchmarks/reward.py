@@ -23,7 +23,8 @@ import dataclasses
 from typing import Any
 
 from spark_vl.data.prompts import load_template
-from spark_vl.eval.benchmarks.base import Benchmark, RowContext, RowError, breakdown, image_refs, mean, require
+from spark_vl.data.rows import RowContext, SkipRow, image_refs, require
+from spark_vl.eval.benchmarks.base import Benchmark, breakdown, mean
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
 from spark_vl.eval.scoring import Score, parse_bracket_verdict, parse_numbered_verdict
@@ -129,9 +130,9 @@ def _vlrb_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
     responses = row.get("response")
     ranking = row.get("human_ranking")
     if not isinstance(responses, list | tuple) or len(responses) != 2:
-        raise RowError(f"VL-RewardBench {rid}: `response` must hold 2 responses, got {str(responses)[:80]!r}")
+        raise SkipRow(f"VL-RewardBench {rid}: `response` must hold 2 responses, got {str(responses)[:80]!r}")
     if not isinstance(ranking, list | tuple) or sorted(ranking) != [0, 1]:
-        raise RowError(f"VL-RewardBench {rid}: `human_ranking` must be [0, 1] or [1, 0], got {ranking!r}")
+        raise SkipRow(f"VL-RewardBench {rid}: `human_ranking` must be [0, 1] or [1, 0], got {ranking!r}")
     first, second = str(responses[0]), str(responses[1])
     preferred = list(ranking).index(0)
     swapped = (len(first) + len(second)) % 2 == 1
@@ -195,7 +196,7 @@ def _mmrb_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
     rid = str(require(row, "ID"))
     better = str(require(row, "Better")).strip()
     if better not in ("Output1", "Output2"):
-        raise RowError(f"Multimodal RewardBench {rid}: `Better` must be Output1 or Output2, got {better!r}")
+        raise SkipRow(f"Multimodal RewardBench {rid}: `Better` must be Output1 or Output2, got {better!r}")
     category = mmrb_category(str(row.get("Category") or ""), rid)
     labels = ["A", "B"]
     return Sample(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spark_vl.eval.benchmarks.base import Benchmark, RowContext, accuracy_metrics, mean, require
+from spark_vl.data.rows import RowContext, require
+from spark_vl.eval.benchmarks.base import Benchmark, accuracy_metrics, mean
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
 from spark_vl.types import Sample

@@ -1,13 +1,14 @@
 """The recipe runner: source rows -> convert -> validate -> prepared dataset, with one report.
 
-A recipe (a file in data_recipes/) is a `Recipe` value: its name, licence, the column layouts it
-accepts and a `convert(row, ctx)` function returning a `Sample` (or raising `SkipRow` with the reason).
+A recipe (a module of the `data_recipes` package) is a `Recipe` value: its name, licence, the column layouts it
+accepts and a `convert(row, ctx)` function returning a `Sample` (or raising `SkipRow` with the reason; the
+converter vocabulary, shared with the benchmark adapters, is `spark_vl.data.rows`).
 Everything else is shared here, so a fix lands in every recipe at once:
 
     python data_recipes/geometry3k.py --source ~/hf/geometry3k@train --out data/geo3k-train
     spark-vl data prepare geometry3k --source ~/hf/geometry3k@train --out data/geo3k-train
 
-Recipes are found by name in `RECIPES` (a plain dict of file names under data_recipes/), or as
+Recipes are found by name in `RECIPES` (name -> `data_recipes.<name>:RECIPE`), or as
 "package.module:attr" naming a Recipe (or a function returning one) for user code.
 
 A source that does not exist, or lacks the columns of every layout, fails before any row is read,
@@ -18,8 +19,6 @@ a run over 40k rows never stops for one bad row. `--strict` turns any dropped ro
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -29,42 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from spark_vl.data.answers import normalize_gold, parse_options
-from spark_vl.data.io import MANIFEST, PreparedWriter
+from spark_vl.data.prepared import MANIFEST
+from spark_vl.data.rows import MALFORMED, RowContext, Skipped, SkipRow, image_list
 from spark_vl.data.sources import RowSource, SourceError, open_source
-from spark_vl.data.validate import ValidationConfig, Validator, check_images
+from spark_vl.plugins import PluginError, resolve
+from spark_vl.prep.validate import Report, ValidationConfig, Validator, check_images
+from spark_vl.prep.writer import PreparedWriter
 from spark_vl.types import Sample
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "data_recipes"
 RECIPES: dict[str, str] = {
-    "virl39k": "virl39k.py",
-    "geometry3k": "geometry3k.py",
-    "geoqa8k": "geoqa8k.py",
-    "mmk12": "mmk12.py",
-    "clevr_count": "clevr_count.py",
-    "thinklite_vl": "thinklite_vl.py",
-    "spark_data": "spark_data.py",
-    "mathv360k": "mathv360k.py",
-    "generic": "generic.py",
-    "synthetic": "synthetic.py",
+    name: f"data_recipes.{name}:RECIPE"
+    for name in ("virl39k", "geometry3k", "geoqa8k", "mmk12", "clevr_count", "thinklite_vl", "spark_data",
+                 "mathv360k", "generic", "synthetic")
 }
-
-
-class SkipRow(ValueError):
-    """Raised by `convert` for a row that cannot become a sample; `kind` groups it in the report."""
-
-    def __init__(self, reason: str, kind: str = "malformed_row"):
-        super().__init__(reason)
-        self.kind = kind
-
-
-@dataclass
-class RowContext:
-    row_id: str
-    index: int
-    layout: str  # which of the recipe's layouts the source matched
-    args: argparse.Namespace  # the recipe's command-line options
-    root: Path | None  # where the source's relative image paths resolve
-    state: dict[str, Any] = field(default_factory=dict)  # whatever `setup` prepared (e.g. an image index)
+__all__ = ["RECIPES", "Recipe", "RowContext", "SkipRow", "find_recipe", "image_list", "make_sample", "run"]
 
 
 @dataclass
@@ -86,15 +63,6 @@ class Recipe:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def image_list(value: Any) -> list[Any]:
-    """A column value as a list of image refs (one struct/path/bytes, a list of them, or nothing)."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [v for v in value if v is not None]
-    return [value]
 
 
 def make_sample(
@@ -145,24 +113,15 @@ def make_sample(
 
 
 def find_recipe(name: str) -> Recipe:
-    """A recipe by name (RECIPES) or by "package.module:attr"; raises KeyError with the known names."""
-    if ":" in name:
-        module_name, attr = name.split(":", 1)
-        obj = getattr(importlib.import_module(module_name), attr)
-        recipe = obj() if callable(obj) and not isinstance(obj, Recipe) else obj
-        if not isinstance(recipe, Recipe):
-            raise KeyError(f"{name} is a {type(recipe).__name__}, not a spark_vl.data.recipes.Recipe")
-        return recipe
-    if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)} (or package.module:attr)")
-    for folder in (RECIPE_DIR, Path.cwd() / "data_recipes"):
-        file = folder / RECIPES[name]
-        if file.is_file():
-            spec = importlib.util.spec_from_file_location(f"spark_vl_recipe_{name}", file)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module.RECIPE
-    raise KeyError(f"recipe {name!r}: {RECIPES[name]} not found in {RECIPE_DIR} or ./data_recipes")
+    """A recipe by name (RECIPES) or by "package.module:attr" naming a Recipe or a function returning one.
+
+    Raises PluginError (a ValueError) naming the recipe and listing the known names.
+    """
+    found = resolve(RECIPES.get(name, name), RECIPES, "recipe", expect=lambda v: isinstance(v, Recipe) or callable(v))
+    recipe = found if isinstance(found, Recipe) else found()
+    if not isinstance(recipe, Recipe):
+        raise PluginError(f"recipe {name!r} gives a {type(recipe).__name__}, not a spark_vl.prep.recipes.Recipe")
+    return recipe
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -205,7 +164,7 @@ def build_parser(recipe: Recipe, prog: str | None = None) -> argparse.ArgumentPa
 class PrepareResult:
     out: Path
     manifest: dict[str, Any] | None  # None when --strict failed
-    report: Any  # validate.Report
+    report: Report
 
     @property
     def ok(self) -> bool:
@@ -239,7 +198,7 @@ def _converted(recipe: Recipe, args: argparse.Namespace, validator: Validator):
     for index, (row_id, row) in enumerate(source.rows()):
         if args.limit is not None and index >= args.limit:
             break
-        ctx = RowContext(row_id, index, layout, args, source.root, state)
+        ctx = RowContext(row_id, index, root=source.root, layout=layout, args=args, state=state)
         try:
             if "__error__" in row:
                 raise SkipRow(row["__error__"])
@@ -248,10 +207,10 @@ def _converted(recipe: Recipe, args: argparse.Namespace, validator: Validator):
                 validator.report.rows_filtered += 1
                 continue
         except SkipRow as err:
-            validator.skip(row_id, err.kind, str(err))
+            validator.skip(Skipped(row_id, err.kind, str(err)))
             continue
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-            validator.skip(row_id, "malformed_row", f"{type(err).__name__}: {err}")
+            validator.skip(Skipped(row_id, MALFORMED, f"{type(err).__name__}: {err}"))
             continue
         yield sample, source.root
 

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from spark_vl.data.answers import question_key
-from spark_vl.data.io import LoadResult, is_prepared, load_samples, write_subset
+from spark_vl.data.prepared import LoadResult, is_prepared, load_samples
+from spark_vl.data.rows import Skipped, SkipRow
 from spark_vl.data.sources import open_source, split_spec
-from spark_vl.data.validate import ImageIssue, Issue, Report, ValidationConfig, check_image
+from spark_vl.prep.validate import Report, ValidationConfig, check_image
+from spark_vl.prep.writer import checked_images, write_subset
 
 QUESTION_COLUMNS = ("problem", "question", "query", "question_for_eval", "prompt")
 IMAGE_COLUMNS = ("images", "image", "decoded_image", "image_path", "image_paths",
@@ -90,7 +92,7 @@ def build_index(specs: list[str]) -> ReferenceIndex:
                         continue
                     try:
                         infos.append(check_image(ref, source.root, cfg).info)
-                    except ImageIssue:
+                    except SkipRow:
                         index.unreadable_images += 1
             _add(index, f"{name}:{row_id}", question, infos)
     return index
@@ -114,7 +116,7 @@ def find_overlap(problem: str, infos: list[Any], index: ReferenceIndex, cfg: Dec
 @dataclass
 class DecontaminationResult:
     kept: list[int]
-    dropped: list[Issue]
+    dropped: list[Skipped]
     index: ReferenceIndex
 
     def summary(self) -> dict[str, Any]:
@@ -122,8 +124,8 @@ class DecontaminationResult:
             "rows": len(self.kept) + len(self.dropped),
             "kept": len(self.kept),
             "dropped": len(self.dropped),
-            "dropped_by_image": sum(1 for i in self.dropped if i.detail.startswith("image")),
-            "dropped_by_question": sum(1 for i in self.dropped if i.detail.startswith("question")),
+            "dropped_by_image": sum(1 for i in self.dropped if i.reason.startswith("image")),
+            "dropped_by_question": sum(1 for i in self.dropped if i.reason.startswith("question")),
             "reference_sets": self.index.sets,
             "reference_rows": self.index.rows,
             "reference_unreadable_images": self.index.unreadable_images,
@@ -131,8 +133,6 @@ class DecontaminationResult:
 
 
 def decontaminate(result: LoadResult, index: ReferenceIndex, cfg: DecontaminationConfig) -> DecontaminationResult:
-    from spark_vl.data.io import checked_images
-
     kept, dropped = [], []
     for i, sample in enumerate(result.samples):
         if result.image_info is not None:
@@ -140,12 +140,12 @@ def decontaminate(result: LoadResult, index: ReferenceIndex, cfg: Decontaminatio
         else:
             try:
                 infos = [im.info for im in checked_images(sample, result.root, None)]
-            except ImageIssue as err:
-                dropped.append(Issue(sample.uid, "unreadable_image", str(err)))
+            except SkipRow as err:
+                dropped.append(Skipped(sample.uid, "unreadable_image", str(err)))
                 continue
         reason = find_overlap(sample.problem, infos, index, cfg)
         if reason:
-            dropped.append(Issue(sample.uid, "contaminated", reason))
+            dropped.append(Skipped(sample.uid, "contaminated", reason))
         else:
             kept.append(i)
     return DecontaminationResult(kept, dropped, index)
@@ -163,7 +163,7 @@ def run_decontamination(data: str, against: list[str], out: str, cfg: Decontamin
     write_subset(result, outcome.kept, out, recipe="decontaminate", command=command, report=report,
                  extra={"decontamination": {**outcome.summary(), "config": asdict(cfg)}})
     (Path(out) / "decontamination.json").write_text(
-        json.dumps({**outcome.summary(), "config": asdict(cfg), "dropped": [asdict(i) for i in outcome.dropped]},
+        json.dumps({**outcome.summary(), "config": asdict(cfg), "dropped": [i.to_dict() for i in outcome.dropped]},
                    indent=1, ensure_ascii=False) + "\n"
     )
     return outcome

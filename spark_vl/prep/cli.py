@@ -7,7 +7,7 @@
     spark-vl data difficulty --data SPEC --out DIR [--column passrate_7b] [--model M --n 8] [--keep "(0,1)"]
     spark-vl data show SPEC [-n 3]
 
-SPEC is anything `spark_vl.data.io.load_samples` reads: a prepared folder, a parquet / json / jsonl file
+SPEC is anything `spark_vl.data.prepared.load_samples` reads: a prepared folder, a parquet / json / jsonl file
 or a `datasets` folder (`path@split`). Exit codes: 0 ok, 1 validation failed under --strict,
 2 bad arguments, a missing path or a source without the expected columns (one line, no traceback).
 """
@@ -20,6 +20,10 @@ import shlex
 import sys
 
 from spark_vl.data.sources import SourceError
+from spark_vl.plugins import PluginError
+
+# Each subcommand imports what it needs inside its function, so `spark-vl data --help` (and `list`) never load
+# torch or the model stack.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,13 +38,13 @@ def _command(argv: list[str]) -> str:
 
 
 def _list(argv: list[str]) -> int:
-    from spark_vl.data.recipes import RECIPES, find_recipe
+    from spark_vl.prep.recipes import RECIPES, find_recipe
 
     _Parser(prog="spark-vl data list", description="List the dataset recipes.").parse_args(argv)
     for name in RECIPES:
         try:
             recipe = find_recipe(name)
-        except KeyError as err:
+        except PluginError as err:
             print(f"{name:14s} (unavailable: {err})")
             continue
         print(f"{name:14s} {recipe.hub_id or '-':32s} {recipe.licence}\n{'':14s} {recipe.description}")
@@ -48,7 +52,7 @@ def _list(argv: list[str]) -> int:
 
 
 def _prepare(argv: list[str]) -> int:
-    from spark_vl.data.recipes import RECIPES, find_recipe, run
+    from spark_vl.prep.recipes import RECIPES, find_recipe, run
 
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: spark-vl data prepare <recipe> --source SRC --out DIR [options]\n\nrecipes: "
@@ -57,7 +61,7 @@ def _prepare(argv: list[str]) -> int:
         return 0 if argv else 2
     try:
         recipe = find_recipe(argv[0])
-    except (KeyError, ImportError, AttributeError) as err:
+    except PluginError as err:
         print(f"spark-vl data prepare: {err}", file=sys.stderr)
         return 2
     try:
@@ -67,8 +71,8 @@ def _prepare(argv: list[str]) -> int:
 
 
 def _validate(argv: list[str]) -> int:
-    from spark_vl.data.io import load_samples
-    from spark_vl.data.validate import ValidationConfig, Validator
+    from spark_vl.data.prepared import load_samples
+    from spark_vl.prep.validate import ValidationConfig, Validator
 
     p = _Parser(prog="spark-vl data validate", description="Validate a dataset and report every problem row.")
     p.add_argument("spec")
@@ -81,8 +85,8 @@ def _validate(argv: list[str]) -> int:
     result = load_samples(args.spec)
     validator = Validator(ValidationConfig(args.min_image_side, args.max_image_pixels,
                                            check_answers=not args.no_answer_check))
-    for row_id, reason in result.skipped:
-        validator.skip(row_id, "malformed_row", reason)
+    for skipped in result.skipped:
+        validator.skip(skipped)
     for sample in result.samples:
         validator.check(sample, result.root)
     report = validator.report
@@ -94,7 +98,7 @@ def _validate(argv: list[str]) -> int:
 
 
 def _decontaminate(argv: list[str]) -> int:
-    from spark_vl.data.decontaminate import DecontaminationConfig, run_decontamination
+    from spark_vl.prep.decontaminate import DecontaminationConfig, run_decontamination
 
     p = _Parser(prog="spark-vl data decontaminate",
                 description="Drop rows whose image or normalised question appears in evaluation sets.")
@@ -113,7 +117,7 @@ def _decontaminate(argv: list[str]) -> int:
 
 
 def _difficulty(argv: list[str]) -> int:
-    from spark_vl.data.difficulty import Band, DifficultyConfig, run_difficulty
+    from spark_vl.prep.difficulty import Band, DifficultyConfig, run_difficulty
 
     p = _Parser(prog="spark-vl data difficulty", description="Estimate pass rates and keep a difficulty band.")
     p.add_argument("--data", required=True)
@@ -141,7 +145,7 @@ def _difficulty(argv: list[str]) -> int:
 
 
 def _show(argv: list[str]) -> int:
-    from spark_vl.data.io import load_samples
+    from spark_vl.data.prepared import load_samples
 
     p = _Parser(prog="spark-vl data show", description="Print a dataset's manifest summary and first rows.")
     p.add_argument("spec")

@@ -1,9 +1,9 @@
 """Row validation for preparation and `spark-vl data validate`: images, text, answers, duplicates.
 
-Every check produces an `Issue(row_id, kind, detail)`; a row with any issue is dropped and the report
-counts it by kind and lists it. Image checks read the header first, so a decompression bomb is rejected
-from its declared size before a single pixel is decoded; only then are pixels decoded (which catches
-truncated files) and hashed. Two hashes per image:
+Every check produces a `Skipped(row, kind, reason)` (`spark_vl.data.rows`); a row with any issue is dropped
+and the report counts it by kind and lists it. Image checks raise `SkipRow(reason, kind)`; they read the
+header first, so a decompression bomb is rejected from its declared size before a single pixel is decoded;
+only then are pixels decoded (which catches truncated files) and hashed. Two hashes per image:
   - `hash`: sha1 of the decoded RGB pixels and size (the same picture saved as PNG or with other
     metadata matches; a lossy re-encode does not);
   - `dhash`: a 64-bit difference hash of a 9x8 grey thumbnail (survives resizing and re-encoding;
@@ -20,31 +20,18 @@ import io
 import json
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from spark_vl.data.answers import question_key
-from spark_vl.data.images import describe_ref
+from spark_vl.data.images import ImageInfo, describe_ref
 from spark_vl.data.prompts import IMAGE_PLACEHOLDER, strip_image_placeholders
+from spark_vl.data.rows import Skipped, SkipRow
 from spark_vl.types import Sample
 
-ISSUE_KINDS = (
-    "malformed_row",  # the recipe could not turn the source row into a sample (reason in the detail)
-    "missing_image",
-    "undecodable_image",
-    "truncated_image",
-    "tiny_image",
-    "gigantic_image",
-    "extreme_aspect_ratio",
-    "empty_question",
-    "missing_answer",
-    "unparseable_answer",
-    "placeholder_mismatch",
-    "duplicate",
-)
 LISTED_PER_KIND = 2000  # rows listed per kind in report.json; the counts are always complete
 
 
@@ -57,32 +44,11 @@ class ValidationConfig:
     dedupe: bool = True
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    width: int
-    height: int
-    hash: str  # sha1 of decoded RGB pixels + size
-    dhash: str  # 16 hex digits, perceptual
-
-
 @dataclass
 class CheckedImage:
     info: ImageInfo
     data: bytes  # the encoded file, as stored (PIL inputs are encoded to PNG)
     ext: str  # "png", "jpg", ...
-
-
-class ImageIssue(ValueError):
-    def __init__(self, kind: str, detail: str):
-        super().__init__(detail)
-        self.kind = kind
-
-
-@dataclass
-class Issue:
-    row_id: str
-    kind: str
-    detail: str
 
 
 @dataclass
@@ -93,10 +59,10 @@ class Report:
     rows_kept: int = 0
     rows_filtered: int = 0  # rows a recipe deliberately did not select (e.g. another MathV360K subset)
     counts: Counter = field(default_factory=Counter)
-    issues: list[Issue] = field(default_factory=list)
+    issues: list[Skipped] = field(default_factory=list)
     verifier: str = "spark_vl.rewards"  # or "unavailable" when the answer check could not run
 
-    def add(self, issue: Issue) -> None:
+    def add(self, issue: Skipped) -> None:
         self.counts[issue.kind] += 1
         if self.counts[issue.kind] <= LISTED_PER_KIND:
             self.issues.append(issue)
@@ -114,7 +80,7 @@ class Report:
             "counts": {k: self.counts[k] for k in sorted(self.counts)},
             "verifier": self.verifier,
             "listed_per_kind": LISTED_PER_KIND,
-            "issues": [asdict(i) for i in self.issues],
+            "issues": [i.to_dict() for i in self.issues],
         }
 
     def write(self, path: str | Path) -> None:
@@ -126,7 +92,7 @@ class Report:
             lines[0] += f" ({self.rows_filtered} more rows not selected)"
         for kind in sorted(self.counts, key=lambda k: -self.counts[k]):
             example = next((i for i in self.issues if i.kind == kind), None)
-            hint = f"  e.g. row {example.row_id}: {example.detail}" if example else ""
+            hint = f"  e.g. row {example.row}: {example.reason}" if example else ""
             lines.append(f"  {kind:22s} {self.counts[kind]:7d}{hint[:160]}")
         return "\n".join(lines)
 
@@ -147,16 +113,16 @@ def read_image_bytes(ref: Any, root: str | Path | None) -> tuple[bytes, str | No
     elif isinstance(ref, (str, Path)):
         path = str(ref)
     elif ref is not None:
-        raise ImageIssue("undecodable_image", f"unsupported image reference of type {type(ref).__name__}")
+        raise SkipRow(f"unsupported image reference of type {type(ref).__name__}", "undecodable_image")
     if not path:
-        raise ImageIssue("missing_image", f"empty image reference {describe_ref(ref)}")
+        raise SkipRow(f"empty image reference {describe_ref(ref)}", "missing_image")
     if path.startswith("file://"):
         path = path[len("file://") :]
     file = Path(path)
     if not file.is_absolute() and root is not None:
         file = Path(root) / file
     if not file.is_file():
-        raise ImageIssue("missing_image", f"image file {file} does not exist")
+        raise SkipRow(f"image file {file} does not exist", "missing_image")
     return file.read_bytes(), file.name
 
 
@@ -171,35 +137,35 @@ def dhash(img: Image.Image) -> str:
 
 
 def check_image(ref: Any, root: str | Path | None, cfg: ValidationConfig) -> CheckedImage:
-    """Read, size-check, decode and hash one image; raises ImageIssue(kind, detail)."""
+    """Read, size-check, decode and hash one image; raises SkipRow(reason, kind)."""
     data, name = read_image_bytes(ref, root)
     label = name or describe_ref(ref)
     if not data:
-        raise ImageIssue("missing_image", f"image {label} is empty (0 bytes)")
+        raise SkipRow(f"image {label} is empty (0 bytes)", "missing_image")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ImageIssue("gigantic_image", f"image {label}: {err}") from None
+            raise SkipRow(f"image {label}: {err}", "gigantic_image") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            raise ImageIssue("undecodable_image", f"image {label} cannot be read: {err}") from None
+            raise SkipRow(f"image {label} cannot be read: {err}", "undecodable_image") from None
         w, h = img.size
         if w * h > cfg.max_image_pixels:
-            raise ImageIssue("gigantic_image", f"image {label} is {w}x{h} = {w * h} pixels > {cfg.max_image_pixels}")
+            raise SkipRow(f"image {label} is {w}x{h} = {w * h} pixels > {cfg.max_image_pixels}", "gigantic_image")
         if min(w, h) < cfg.min_image_side:
-            raise ImageIssue("tiny_image", f"image {label} is {w}x{h}, smaller than {cfg.min_image_side} px")
+            raise SkipRow(f"image {label} is {w}x{h}, smaller than {cfg.min_image_side} px", "tiny_image")
         if max(w, h) / min(w, h) > cfg.max_aspect_ratio:
-            raise ImageIssue("extreme_aspect_ratio", f"image {label} is {w}x{h} (ratio > {cfg.max_aspect_ratio:g})")
+            raise SkipRow(f"image {label} is {w}x{h} (ratio > {cfg.max_aspect_ratio:g})", "extreme_aspect_ratio")
         ext = (img.format or "png").lower().replace("jpeg", "jpg")
         try:
             img.load()
             rgb = img.convert("RGB")
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ImageIssue("gigantic_image", f"image {label}: {err}") from None
+            raise SkipRow(f"image {label}: {err}", "gigantic_image") from None
         except (OSError, ValueError, SyntaxError) as err:
             kind = "truncated_image" if "truncat" in str(err).lower() else "undecodable_image"
-            raise ImageIssue(kind, f"image {label} cannot be decoded: {err}") from None
+            raise SkipRow(f"image {label} cannot be decoded: {err}", kind) from None
     digest = hashlib.sha1(f"{w}x{h}:".encode() + rgb.tobytes()).hexdigest()
     return CheckedImage(ImageInfo(w, h, digest, dhash(rgb)), data, ext)
 
@@ -212,7 +178,7 @@ def check_images(
     for ref in refs:
         try:
             out.append(check_image(ref, root, cfg))
-        except ImageIssue as err:
+        except SkipRow as err:
             out.append((err.kind, str(err)))
     return out
 
@@ -278,10 +244,10 @@ class Validator:
         else:
             self.report.verifier = "skipped"
 
-    def skip(self, row_id: str, kind: str, detail: str) -> None:
-        """Count a source row the recipe could not convert."""
+    def skip(self, skipped: Skipped) -> None:
+        """Count a source row the recipe (or the loader) could not convert."""
         self.report.rows_seen += 1
-        self.report.add(Issue(row_id, kind, detail))
+        self.report.add(skipped)
 
     def check(
         self, sample: Sample, root: str | Path | None, checked: list[CheckedImage | tuple[str, str]] | None = None
@@ -292,7 +258,7 @@ class Validator:
         (a worker pool); otherwise the images are checked here.
         """
         self.report.rows_seen += 1
-        issues = [Issue(sample.uid, k, d) for k, d in check_text(sample)]
+        issues = [Skipped(sample.uid, k, d) for k, d in check_text(sample)]
         if checked is None:
             checked = check_images(sample.images, root, self.cfg)
         images: list[CheckedImage] = []
@@ -300,16 +266,16 @@ class Validator:
             if isinstance(result, CheckedImage):
                 images.append(result)
             else:
-                issues.append(Issue(sample.uid, result[0], f"image {k}: {result[1]}"))
+                issues.append(Skipped(sample.uid, result[0], f"image {k}: {result[1]}"))
         if not issues and self._answers is not None:
             reason = self._answers(sample)
             if reason:
-                issues.append(Issue(sample.uid, "unparseable_answer", reason))
+                issues.append(Skipped(sample.uid, "unparseable_answer", reason))
         if not issues and self.cfg.dedupe:
             key = (tuple(im.info.hash for im in images), question_key(sample.problem))
             first = self._seen.get(key)
             if first is not None:
-                issues.append(Issue(sample.uid, "duplicate", f"same images and question as row {first}"))
+                issues.append(Skipped(sample.uid, "duplicate", f"same images and question as row {first}"))
             else:
                 self._seen[key] = sample.uid
         if issues:

@@ -9,15 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from spark_vl.eval.benchmarks.base import (
-    Benchmark,
-    RowContext,
-    RowError,
-    accuracy_metrics,
-    image_refs,
-    require,
-    str_or_none,
-)
+from spark_vl.data.rows import RowContext, SkipRow, image_refs, require
+from spark_vl.eval.benchmarks.base import Benchmark, accuracy_metrics, str_or_none
 from spark_vl.eval.protocols import EvalProtocol
 from spark_vl.eval.records import ItemRecord
 from spark_vl.eval.scoring import (
@@ -51,7 +44,7 @@ def _mathvista_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
     qtype = row.get("question_type") or ("multi_choice" if choices else "free_form")
     atype = row.get("answer_type") or "text"
     if qtype == "multi_choice" and not choices:
-        raise RowError(f"MathVista {pid}: multi_choice question without choices")
+        raise SkipRow(f"MathVista {pid}: multi_choice question without choices")
     if "query" not in row or not row.get("query"):
         question = question + ("\nChoices:\n" + options_block(choices) if choices else "")
     precision = row.get("precision")
@@ -290,7 +283,7 @@ def _logicvista_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
     answer = str(require(row, "answer"))
     gold = gold_letters(answer, None, allow_compact=True)
     if not gold:
-        raise RowError(f"LogicVista {uid}: answer {answer!r} names no option letter")
+        raise SkipRow(f"LogicVista {uid}: answer {answer!r} names no option letter")
     return Sample(
         uid=uid,
         problem=str(require(row, "question")),

@@ -23,8 +23,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from spark_vl.data.io import LoadResult, load_samples, write_subset
-from spark_vl.data.validate import Issue, Report
+from spark_vl.config import ModelConfig, RewardConfig, RolloutConfig
+from spark_vl.data.images import ImageError
+from spark_vl.data.prepared import LoadResult, load_samples
+from spark_vl.data.prompts import build_prompt
+from spark_vl.data.rows import Skipped
+from spark_vl.prep.validate import Report
+from spark_vl.prep.writer import write_subset
+from spark_vl.rewards import score_batch
 from spark_vl.types import Sample, SamplingParams
 
 _BAND = re.compile(r"^\s*([\[(])\s*([0-9.]+)\s*,\s*([0-9.]+)\s*([\])])\s*$")
@@ -83,13 +89,9 @@ def estimate_pass_rates(samples: list[Sample], root: Path | None, cfg: Difficult
 
     A row whose prompt cannot be built (an unreadable image) gets None (unknown) instead of stopping the run.
     """
-    import torch
+    import torch  # torch and the model stack only when rollouts are asked for (--column alone stays light)
 
-    from spark_vl.config import ModelConfig, RewardConfig, RolloutConfig
-    from spark_vl.data.images import ImageError
-    from spark_vl.data.prompts import build_prompt
     from spark_vl.models import load_model
-    from spark_vl.rewards import score_batch
     from spark_vl.rollout import make_engine
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -145,7 +147,7 @@ def run_difficulty(data: str, out: str, cfg: DifficultyConfig, command: str) -> 
             histogram["unknown"] += 1
             if cfg.unknown == "drop":
                 detail = f"no {cfg.column or 'pass-rate'} value and no model"
-                report.add(Issue(sample.uid, "unknown_pass_rate", detail))
+                report.add(Skipped(sample.uid, "unknown_pass_rate", detail))
             else:
                 keep.append(i)
             continue
@@ -155,7 +157,7 @@ def run_difficulty(data: str, out: str, cfg: DifficultyConfig, command: str) -> 
         if rate in cfg.band:
             keep.append(i)
         else:
-            report.add(Issue(sample.uid, "outside_band", f"pass rate {rate:g} not in {cfg.band}"))
+            report.add(Skipped(sample.uid, "outside_band", f"pass rate {rate:g} not in {cfg.band}"))
     report.rows_kept = len(keep)
     settings = {"band": str(cfg.band), "column": cfg.column, "model": cfg.model, "n": cfg.n,
                 "template": cfg.template, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
