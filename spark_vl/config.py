@@ -394,6 +394,14 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"algorithm.dual_clip={a.dual_clip} must be > 1 (or null to disable)")
     if a.kl_coef < 0:
         raise ConfigError(f"algorithm.kl_coef={a.kl_coef} must be >= 0")
+    if a.policy_loss == "gspo" and (a.loss_agg != "seq-mean-token-mean" or max(a.clip_low, a.clip_high) > 0.01):
+        # GSPO clips a sequence-level ratio (a geometric mean of token ratios), which stays within ~1e-3 of 1: a
+        # token-level range such as 0.2 never binds, and token-mean weights long sequences more than the paper.
+        raise ConfigError(
+            f"algorithm.policy_loss=gspo with algorithm.clip_low={a.clip_low}, algorithm.clip_high={a.clip_high}, "
+            f"algorithm.loss_agg={a.loss_agg}: GSPO uses its own sequence-level settings; set "
+            "algorithm.clip_low=3e-4 algorithm.clip_high=4e-4 algorithm.loss_agg=seq-mean-token-mean (GSPO paper)"
+        )
     if a.sft_coef < 0 or a.sft_prompts_per_step < 0:
         raise ConfigError("algorithm.sft_coef and algorithm.sft_prompts_per_step must be >= 0")
     if not 0.0 <= cfg.reward.format_weight <= 1.0:

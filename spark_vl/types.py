@@ -41,7 +41,7 @@ class Sample:
     source: str = ""
     category: str = ""
     answer_raw: str | None = None  # the gold exactly as the source shipped it
-    solution: str | None = None  # an expert worked solution (supervised term / CHORD), if any
+    solution: str | None = None  # an expert worked solution (for the supervised term), if any
     difficulty: dict[str, float] | None = None  # e.g. {"passrate": 0.25}
     group_key: str | None = None  # e.g. DynaMath seed id, WeMath composite id
     meta: dict[str, Any] = field(default_factory=dict)

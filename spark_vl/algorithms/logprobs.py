@@ -21,8 +21,11 @@ def _chunk_logprobs(
     targets: torch.Tensor,
     temperature: float,
     entropy_grad: bool = False,
+    suppress_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(hidden).float()
+    if suppress_ids is not None:  # tokens the sampler can never draw: not part of its distribution
+        logits = logits.index_fill(-1, suppress_ids.to(logits.device), torch.finfo(logits.dtype).min)
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
@@ -49,11 +52,13 @@ def chunked_logprobs(
     temperature: float = 1.0,
     vocab_size: int | None = None,
     entropy_grad: bool = False,
+    suppress_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(targets) [B, T] and entropy [B, T] from hidden states, one chunk of positions at a time.
 
     `chunk_size` None = sized from the vocabulary (`vocab_size`, or the head's out_features) by the budget.
-    `temperature` divides the logits first (the sampler's distribution). The entropy carries a gradient only
+    `temperature` divides the logits and `suppress_ids` (e.g. vision placeholders the sampler never draws) are
+    masked out first, so the log-probs are the sampler's distribution. The entropy carries a gradient only
     with `entropy_grad` (an entropy bonus in the loss); otherwise it is a detached metric.
     """
     if chunk_size is None:
@@ -65,9 +70,10 @@ def chunked_logprobs(
         h = hidden_BTH[:, start : start + chunk_size]
         y = targets_BT[:, start : start + chunk_size]
         if use_ckpt:
-            lp, ent = checkpoint(_chunk_logprobs, head, h, y, temperature, entropy_grad, use_reentrant=False)
+            lp, ent = checkpoint(_chunk_logprobs, head, h, y, temperature, entropy_grad, suppress_ids,
+                                 use_reentrant=False)
         else:
-            lp, ent = _chunk_logprobs(head, h, y, temperature, entropy_grad)
+            lp, ent = _chunk_logprobs(head, h, y, temperature, entropy_grad, suppress_ids)
         logps.append(lp)
         entropies.append(ent)
     return torch.cat(logps, dim=1), torch.cat(entropies, dim=1)
@@ -79,7 +85,7 @@ def naive_logprobs(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.
 
 
 def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: float = 1.0,
-                      entropy_grad: bool = False):
+                      entropy_grad: bool = False, suppress_ids: torch.Tensor | None = None):
     """log p and entropy [B, T-1] of input_ids[:, 1:] given the prefix, for a Qwen-VL model and a TrainBatch.
 
     Calls the trunk (`model.model`) and then the LM head module per chunk, so ZeRO-3's parameter hooks
@@ -96,4 +102,4 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
     )
     hidden = out.last_hidden_state[:, :-1]
     return chunked_logprobs(hidden, model.lm_head, batch.input_ids[:, 1:], chunk_size, temperature,
-                            entropy_grad=entropy_grad)
+                            entropy_grad=entropy_grad, suppress_ids=suppress_ids)

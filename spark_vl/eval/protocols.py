@@ -3,7 +3,8 @@
 Every number spark-vl reports carries the name of the protocol that produced it, because the same
 checkpoint moves by several points between harnesses (docs/EVAL.md).
 
-  spark     SPARK's own protocol: the problem + SPARK's one-sentence boxed-answer suffix, system prompt
+  spark     SPARK's protocol: the problem + a one-sentence boxed-answer instruction (our wording of SPARK's
+            instruction, templates/format/spark.txt; not the reference's sentence, docs/SPARK.md §8), system prompt
             "You are a helpful assistant.", greedy, 2,048 new tokens, repetition penalty 1.05, the FIRST
             brace-matched \\boxed{} only (no box = no answer = wrong), scored by the spark-vl verifier
             layers (choice -> number -> identity -> math-verify/sympy -> text) with the item's answer

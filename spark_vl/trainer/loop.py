@@ -19,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from spark_vl.models.encode import EncodedPrompt, PromptEncoder
 from spark_vl.plan import plan_summary
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rollout import RolloutEngine, engine_class, make_engine
+from spark_vl.rollout.hf import vision_token_ids
 from spark_vl.spark import judge_score
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer.batch import Sequence, collate, response_values
@@ -224,10 +225,16 @@ class Trainer:
     def model(self):
         return self.engine.module
 
-    @property
-    def logprob_temperature(self) -> float:
-        """The trainer scores tokens under the distribution they were sampled from (greedy counts as 1)."""
-        return self.cfg.rollout.temperature if self.cfg.rollout.temperature > 0 else 1.0
+    @cached_property
+    def suppressed_ids(self) -> torch.Tensor:
+        return torch.tensor(vision_token_ids(self.processor.tokenizer), dtype=torch.long)
+
+    def logprobs(self, model, batch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs [B, T-1] under the distribution the sampler drew from: the sampling temperature
+        (greedy counts as 1) and the vision placeholders it never samples masked out."""
+        temperature = self.cfg.rollout.temperature if self.cfg.rollout.temperature > 0 else 1.0
+        return sequence_logprobs(model, batch, temperature=temperature, entropy_grad=entropy_grad,
+                                 suppress_ids=self.suppressed_ids)
 
     def sampling(self, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingParams:
         r = self.cfg.rollout
@@ -321,18 +328,17 @@ class Trainer:
 
     @torch.no_grad()
     def fill_logprobs(self, seqs: list[Sequence], metrics: Means, prefix: str) -> None:
-        """Old (pre-update) and reference log-probs of every response token, at the sampling temperature; the
+        """Old (pre-update) and reference log-probs of every response token, under the sampler's distribution; the
         gap to the sampler's own log-probs is logged (mean |delta| and k3 KL(sampler || trainer))."""
         pad = self.processor.tokenizer.pad_token_id
-        temperature = self.logprob_temperature
         self.model.eval()
         for mb in self.forward_chunks(seqs):
             batch = collate(mb, pad).to(self.dist.device)
-            old, _ = sequence_logprobs(self.model, batch, temperature=temperature)
+            old, _ = self.logprobs(self.model, batch)
             for s, values in zip(mb, response_values(old.float().cpu(), mb)):
                 s.old_logprobs = values
             if self.reference is not None:
-                ref, _ = sequence_logprobs(self.reference, batch, temperature=temperature)
+                ref, _ = self.logprobs(self.reference, batch)
                 for s, values in zip(mb, response_values(ref.float().cpu(), mb)):
                     s.ref_logprobs = values
         self.model.train()
@@ -414,8 +420,7 @@ class Trainer:
 
     def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn, metrics: Means) -> torch.Tensor:
         a = self.cfg.algorithm
-        logp, entropy = sequence_logprobs(self.model, batch, temperature=self.logprob_temperature,
-                                          entropy_grad=a.entropy_coef != 0)
+        logp, entropy = self.logprobs(self.model, batch, entropy_grad=a.entropy_coef != 0)
         mask = batch.response_mask
         expert = batch.is_expert.float().unsqueeze(1)
         weights = batch.loss_weights.unsqueeze(1)

@@ -55,7 +55,7 @@ def test_virl39k(fixtures, tmp_path, form):
     assert by_uid["virl39k-q0"].answer == "17" and by_uid["virl39k-q0"].answer_raw == "\\boxed{17}"
     assert by_uid["virl39k-q1"].answer == "B" and by_uid["virl39k-q1"].choices == ["3", "4", "5"]
     assert by_uid["virl39k-q1"].answer_type == "mcq_letter"
-    assert by_uid["virl39k-q2"].answer == "\\frac{3}{4}" and by_uid["virl39k-q2"].answer_type == "expression"
+    assert by_uid["virl39k-q2"].answer == "\\frac{3}{4}" and by_uid["virl39k-q2"].answer_type == "float"
     assert by_uid["virl39k-q4"].answer == "Yes"
     assert by_uid["virl39k-q0"].difficulty == {"passrate_32b": 0.0, "passrate_7b": 0.0}
     assert by_uid["virl39k-q1"].difficulty == {"passrate_32b": 0.125}  # missing 7B rate stays unknown

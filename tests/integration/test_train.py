@@ -176,3 +176,14 @@ def test_benchmark_validation_during_training(tmp_path):
     for m in metrics:
         assert m["bench/synth/num_items"] == 4.0
         assert 0.0 <= m["bench/synth/accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0])
+def test_trainer_logprobs_match_the_sampler_at_its_temperature(tmp_path, temperature):
+    """The trainer scores the sampled tokens under the sampler's distribution (same temperature): the per-step gap
+    to the HF sampler's own log-probs is numerical noise."""
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=1", f"rollout.temperature={temperature}",
+                            "rollout.max_new_tokens=16"))
+    m = read_metrics(run)[1]
+    assert m["rollout/logprob_abs_diff"] < 1e-4, m["rollout/logprob_abs_diff"]
+    assert abs(m["rollout/sampler_kl_k3"]) < 1e-6
