@@ -6,7 +6,7 @@ rank with gradient checkpointing, against the memory plan (spark_vl.plan). Fits 
 
 Each phase runs in its own process (clean CUDA memory and DeepSpeed state): build the model from the built-in shape
 (transformers' Qwen2_5_VLForConditionalGeneration from a config, bf16, random weights), wrap it with the project's
-DeepSpeed config (spark_vl.trainer.engine.deepspeed_config), take `--steps` optimizer steps on random tokens with
+DeepSpeed config (spark_vl.trainer.distributed.deepspeed_config), take `--steps` optimizer steps on random tokens with
 one image per row, the loss from the trainer's chunked log-probs (spark_vl.algorithms.logprobs.sequence_logprobs).
 Reported per phase: peak memory of the set-up (model + engine) and of the steps
 (torch.cuda.max_memory_allocated, reset between the two), tokens/s and MFU = 6 N tokens / time / 989e12 (H100/H200
@@ -104,7 +104,7 @@ def make_batch(shape, mb: int, seq: int, img: int, device, dtype):
 def run_phase(size: str, stage: int, offload: bool, steps: int, device_name: str) -> dict:
     import deepspeed
     import torch
-    from spark_vl.trainer.engine import deepspeed_config, init_distributed
+    from spark_vl.trainer.distributed import deepspeed_config, init_distributed
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from spark_vl import plan as P

@@ -15,7 +15,7 @@ built-in table of the released Qwen2.5-VL / Qwen3-VL sizes. Simplifications, sta
   offload_optimizer moves the optimizer states (and, at stage >= 2, an fp32 gradient partition, 4 B/param)
   to host memory; offload_param (stage 3) moves the weight partition to the host. Gradients and optimizer
   states count trainable parameters only (model.freeze_vision / freeze_projector).
-- Frozen copies (bf16, partitioned under ZeRO-3, never offloaded, as spark_vl.trainer.engine.build_reference
+- Frozen copies (bf16, partitioned under ZeRO-3, never offloaded, as spark_vl.trainer.distributed.build_frozen_copy
   builds them): the KL reference when algorithm.kl_coef > 0, the initial model when spark.recycle_from=initial.
 - Activations, bf16, SDPA/flash attention (no s^2 term, no dropout), counting the tensors autograd saves per
   token per decoder layer, in the manner of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
