@@ -311,7 +311,7 @@ def _reflection_metrics(records: list[ItemRecord]) -> dict[str, Any]:
 
 
 def aggregate(bench: Benchmark, records: list[ItemRecord], protocol: EvalProtocol, mode: str,
-              skipped: list[Skipped] | None = None) -> BenchmarkResult:
+              skipped: list[Skipped] | None = None, missing_splits: list[str] | None = None) -> BenchmarkResult:
     metrics = bench.metrics(records, protocol)
     metrics.update(_mode_metrics(records, mode))
     metrics["protocol"] = protocol.name
@@ -319,6 +319,8 @@ def aggregate(bench: Benchmark, records: list[ItemRecord], protocol: EvalProtoco
     metrics["skipped_rows"] = len(skipped or [])
     if skipped:
         metrics["skipped"] = [s.to_dict() for s in skipped]
+    if missing_splits:  # a partial benchmark: its numbers cover the splits present only
+        metrics["missing_splits"] = list(missing_splits)
     return BenchmarkResult(bench.name, mode, protocol.name, metrics, bench.table_columns(protocol), bench.group,
                            records)
 
@@ -359,6 +361,7 @@ def evaluate(
     greedy = proto.sampling()
     for name, value in samples_by_benchmark.items():
         bench, samples, root, skipped = _resolve(name, value)
+        missing = value.missing_splits if isinstance(value, LoadedBenchmark) else []
         if reward_both_orders and bench.flip is not None:
             samples = samples + [bench.flip(s) for s in samples]
         texts = {s.uid: bench.render(s, proto) for s in samples}
@@ -382,16 +385,18 @@ def evaluate(
             judge = llm_judge if bench.group != "reward" else None
             records = [score_entry(bench, r.sample, proto, mode, texts[r.sample.uid], outcomes[r.sample.uid],
                                    llm_judge=judge) for r in reqs]
-            result.results.append(aggregate(bench, records, proto, mode, skipped))
+            result.results.append(aggregate(bench, records, proto, mode, skipped, missing))
     result.generated = gen.generated
     return result
 
 
 def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", model_id: str = "model",
-            skipped: dict[str, list[Skipped]] | None = None, llm_judge: LLMJudge | None = None) -> EvalResult:
+            skipped: dict[str, list[Skipped]] | None = None, llm_judge: LLMJudge | None = None,
+            missing_splits: dict[str, list[str]] | None = None) -> EvalResult:
     """Score saved records again (no model, no dataset): the `--score-only` path.
 
-    `skipped` (benchmark -> rows the loader could not read) is carried into the metrics when known."""
+    `skipped` (benchmark -> rows the loader could not read) and `missing_splits` (benchmark -> splits the data
+    lacked) are carried into the metrics when known."""
     proto = with_judge(get_protocol(protocol), llm_judge)
     result = EvalResult(model=model_id, protocol=proto.summary())
     groups: dict[tuple[str, str], list[ItemRecord]] = {}
@@ -411,5 +416,6 @@ def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", m
             entry = CacheEntry(r.uid, r.uid, list(texts), [r.finish_reason or ""] * len(texts), [], extra)
             judge = llm_judge if bench.group != "reward" else None
             rescored.append(score_entry(bench, sample, proto, mode, r.prompt, Outcome(entry), r.sample, judge))
-        result.results.append(aggregate(bench, rescored, proto, mode, (skipped or {}).get(name)))
+        result.results.append(aggregate(bench, rescored, proto, mode, (skipped or {}).get(name),
+                                        (missing_splits or {}).get(name)))
     return result

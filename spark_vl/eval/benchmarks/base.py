@@ -140,3 +140,5 @@ class LoadedBenchmark:
     skipped: list[Skipped] = field(default_factory=list)
     root: Path | None = None
     source: str = ""
+    missing_splits: list[str] = field(default_factory=list)  # splits the local source does not hold
+    splits: list[str] = field(default_factory=list)  # the splits asked for
