@@ -7,7 +7,9 @@ Modes, each reported as its own row (never mixed):
   greedy        the protocol as is (one greedy generation per item);
   self_reflect  SPARK's test-time loop (answer -> self-judge -> reflect, `max_rounds`), spark_vl.spark;
   best_of_<n>   n sampled answers, the one with the highest P(yes) from the model's own pointwise judge.
-Test-time modes apply to reasoning benchmarks only (reward benchmarks judge, they are not judged).
+Test-time modes apply to reasoning benchmarks only (reward benchmarks judge, they are not judged). A benchmark
+with `produce="p_yes"` (RewardBench2's pointwise protocol) generates no text: its greedy row holds the model's own
+P(yes) for each candidate reply (`judge_fn`, default `spark_vl.spark.judge_score`).
 
 Images are decoded batch by batch, only for items that still need generating. A missing or broken
 image, or a batch the engine cannot generate (retried item by item), makes an `image_error` /
@@ -17,6 +19,7 @@ image, or a batch the engine cannot generate (retried item by item), makes an `i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -224,6 +227,21 @@ def _best_of_n(engine, sampling: SamplingParams, n: int, judge_fn, judge_input: 
     return produce
 
 
+def _p_yes(engine, judge_fn):
+    """Per item, the model's own P(yes) for each of `sample.meta["completions"]` (pointwise judge template), kept as
+    the response text `{"p_yes": [...]}` so the cache and `--score-only` hold the scores."""
+
+    def produce(prompts: list[Prompt]) -> list[CacheEntry]:
+        entries = []
+        for prompt in prompts:
+            replies = list(prompt.sample.meta["completions"])
+            scores = judge_fn(engine.model, engine.processor, [prompt] * len(replies), replies, form="pointwise")
+            entries.append(CacheEntry("", "", [json.dumps({"p_yes": [float(x) for x in scores]})]))
+        return entries
+
+    return produce
+
+
 def _default_reflect_fn():
     return self_reflect
 
@@ -370,7 +388,12 @@ def evaluate(
         def requests(sampling: SamplingParams, n: int, extra: str, light=light, root=root) -> list[Request]:
             return [Request(p.sample, p, item_key(p, sampling, n, extra), root) for p in light]
 
-        modes: list[tuple[str, list[Request], Callable]] = [(GREEDY, requests(greedy, 1, ""), _greedy(engine, greedy))]
+        if bench.produce == "p_yes":  # scores, not text: the model's own P(yes) for each candidate reply
+            fn = judge_fn or _default_judge_fn()
+            modes: list[tuple[str, list[Request], Callable]] = [(GREEDY, requests(greedy, 1, "p_yes"),
+                                                                 _p_yes(engine, fn))]
+        else:
+            modes = [(GREEDY, requests(greedy, 1, ""), _greedy(engine, greedy))]
         if bench.tts and self_reflect:
             fn = reflect_fn or _default_reflect_fn()
             modes.append((SELF_REFLECT, requests(greedy, 1, f"reflect:{max_rounds}:{judge_input}"),
