@@ -267,7 +267,8 @@ def ties_score(rows: list[tuple[str, str, list[tuple[bool, float]]]]) -> dict[st
              + 0.01 * margin_score)
     return {"score": score, "ref_accuracy": ref_acc, "tied_accuracy": tied_acc,
             "correctness_preferred": correctness_preferred,
-            "correctness_preferred_hard": correctness_preferred_hard, "margin_score": margin_score, "ref_rows": len(ref), "tied_rows": len(tied), "questions_with_both": len(both)}
+            "correctness_preferred_hard": correctness_preferred_hard, "margin_score": margin_score,
+            "ref_rows": len(ref), "tied_rows": len(tied), "questions_with_both": len(both)}
 
 
 def _pyes_metrics(records: list[ItemRecord], protocol: EvalProtocol) -> dict[str, Any]:
