@@ -151,6 +151,28 @@ def _pick(row: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
+# Raw pass-rate columns (ViRL39K's release and conversions) -> the canonical `difficulty` keys.
+PASSRATE_KEYS = {"passrate_32btrained": "passrate_32b", "passrate_7bbase": "passrate_7b",
+                 "passrate_7buntrained": "passrate_7b"}
+
+
+def _passrates(row: dict[str, Any]) -> dict[str, float] | None:
+    """Pass-rate columns as {key: rate}; -1 ("not annotated"), NaN, empty or out-of-range values are unknown."""
+    rates: dict[str, float] = {}
+    for column, value in row.items():
+        low = column.lower()
+        if not low.startswith("passrate") or value in (None, ""):
+            continue
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            continue
+        key = PASSRATE_KEYS.get(low, low)
+        if 0.0 <= rate <= 1.0 and key not in rates:  # NaN fails the comparison too
+            rates[key] = rate
+    return rates or None
+
+
 def row_to_sample(row: dict[str, Any], row_id: str, source: str) -> Sample:
     """Map a raw row with canonical or aliased columns onto a Sample; raises ValueError with the reason."""
     if "__error__" in row:
@@ -175,8 +197,7 @@ def row_to_sample(row: dict[str, Any], row_id: str, source: str) -> Sample:
     if isinstance(difficulty, str):
         difficulty = json.loads(difficulty) if difficulty else None
     if difficulty is None:
-        rates = {k.lower(): float(v) for k, v in row.items() if k.lower().startswith("passrate") and v is not None}
-        difficulty = rates or None
+        difficulty = _passrates(row)
     meta = row.get("meta")
     if isinstance(meta, str):
         meta = json.loads(meta) if meta else {}

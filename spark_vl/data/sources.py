@@ -31,6 +31,10 @@ class SourceError(ValueError):
     """A source that cannot be read at all (missing path, unknown layout, missing columns)."""
 
 
+class MissingSplitError(SourceError):
+    """The source exists but holds no rows of the requested split (a benchmark folder with some splits only)."""
+
+
 @dataclass
 class RowSource:
     """Rows of one split of a raw source: `rows()` yields (row id, dict of column values)."""
@@ -86,7 +90,7 @@ def _open_datasets_folder(path: Path, split: str | None) -> RowSource:
                 raise SourceError(f"{path} holds splits {names}; choose one with {path}@<split>")
             split = names[0]
         if split not in ds:
-            raise SourceError(f"{path} has no split {split!r}; found splits {names}")
+            raise MissingSplitError(f"{path} has no split {split!r}; found splits {names}")
         ds = ds[split]
     return _from_arrow_dataset(ds, f"datasets folder {path}" + (f" split {split}" if split else ""), path)
 
@@ -99,7 +103,8 @@ def _parquet_files(path: Path, split: str | None) -> list[Path]:
         picked = [p for p in files if p.name.startswith(f"{split}-") or p.name.startswith(f"{split}.")
                   or p.parent.name == split]
         if not picked:
-            raise SourceError(f"no parquet file of split {split!r} under {path}; found {[p.name for p in files]}")
+            found = [p.name for p in files]
+            raise MissingSplitError(f"no parquet file of split {split!r} under {path}; found {found}")
         files = picked
     return files
 

@@ -159,6 +159,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         source = data.get(bench.name) or data.get(names[benches.index(bench)])
         lb = load_benchmark(bench, source, split=splits.get(bench.name), limit=ev.limit)
         logger.info("%s: %d items from %s (%d rows skipped)", bench.name, len(lb.samples), lb.source, len(lb.skipped))
+        if lb.missing_splits:
+            logger.info("%s: evaluating %d of %d splits; missing: %s", bench.name,
+                        len(lb.splits) - len(lb.missing_splits), len(lb.splits), ", ".join(lb.missing_splits))
         loaded[bench.name] = lb
     model_id = args.model_name or model_cfg.path
     out = Path(args.out or Path("runs/eval") / _safe_name(model_id))
@@ -247,16 +250,18 @@ def _score_only(args, ev, protocol, benches, data, splits) -> int:
     if not source.exists():
         raise UsageError(f"--score-only {source}: no such file or folder")
     skipped: dict[str, list] = {}
+    missing: dict[str, list[str]] = {}
     if source.is_file() and not _has_samples(source):
         records: list[ItemRecord] = _records_from_predictions(source, benches, data, splits, ev.limit, protocol,
-                                                              skipped)
+                                                              skipped, missing)
     else:
         records = read_items(source)
     if benches:
         keep = {b.name for b in benches}
         records = [r for r in records if r.benchmark in keep]
     model_id = args.model_name or _model_of(source) or "predictions"
-    result = rescore(records, protocol, model_id=model_id, skipped=skipped, llm_judge=_llm_judge(args.llm_judge))
+    result = rescore(records, protocol, model_id=model_id, skipped=skipped, llm_judge=_llm_judge(args.llm_judge),
+                     missing_splits=missing)
     default_out = source.parent / f"{source.stem}-rescored" if source.is_file() else source / "rescored"
     out = Path(args.out or default_out)
     paths = write_report(result, out, chart=not args.no_chart)
@@ -286,7 +291,8 @@ def _model_of(source: Path) -> str | None:
     return None
 
 
-def _records_from_predictions(path: Path, benches, data, splits, limit, protocol, skipped: dict[str, list]):
+def _records_from_predictions(path: Path, benches, data, splits, limit, protocol, skipped: dict[str, list],
+                              missing: dict[str, list[str]] | None = None):
     """Plain predictions ({"uid", "response"[, "benchmark"]} per line) joined with the benchmark's samples."""
     from spark_vl.eval.loading import load_benchmark
     from spark_vl.eval.records import ItemRecord, sample_to_json
@@ -310,6 +316,8 @@ def _records_from_predictions(path: Path, benches, data, splits, limit, protocol
     for bench in benches:
         lb = load_benchmark(bench, data.get(bench.name), split=splits.get(bench.name), limit=limit)
         skipped[bench.name] = lb.skipped
+        if missing is not None and lb.missing_splits:
+            missing[bench.name] = lb.missing_splits
         for s in lb.samples:
             response = preds.get((bench.name, s.uid), preds.get((None, s.uid)))
             status = "ok" if response is not None else "generation_error"

@@ -16,7 +16,7 @@ checkpoint moves by several points between harnesses (docs/EVAL.md).
             strict four-dimensional score as headline, DynaMath worst case as an extra column). No LLM
             extractor or judge: where the official metric uses GPT, this is its rule-based part only.
 
-Reward benchmarks (VL-RewardBench, Multimodal RewardBench) always use their per-benchmark judge
+Reward benchmarks (VL-RewardBench, Multimodal RewardBench, RewardBench2) always use their per-benchmark judge
 templates (spark_vl/templates/eval/*.txt) with greedy decoding under either protocol.
 """
 

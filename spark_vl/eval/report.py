@@ -121,6 +121,10 @@ def _notes(result: EvalResult, columns: list[dict[str, Any]]) -> str:
         described = ", ".join(f"**{c['label']}** = `{c['key']}`" + ("" if c["average"] else " (not averaged)")
                               for c in cols)
         lines.append(f"- `{name}`: {described}. {note}")
+    partial = {r.benchmark: r.metrics["missing_splits"] for r in result.results if r.metrics.get("missing_splits")}
+    for name, missing in partial.items():
+        lines.append(f"- `{name}` is PARTIAL: the data held only some of its splits; missing: {', '.join(missing)}. "
+                     "Its numbers cover the splits present (a worst case only over the variants present).")
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ Modes, each reported as its own row (never mixed):
   greedy        the protocol as is (one greedy generation per item);
   self_reflect  SPARK's test-time loop (answer -> self-judge -> reflect, `max_rounds`), spark_vl.spark;
   best_of_<n>   n sampled answers, the one with the highest P(yes) from the model's own pointwise judge.
-Test-time modes apply to reasoning benchmarks only (reward benchmarks judge, they are not judged).
+Test-time modes apply to reasoning benchmarks only (reward benchmarks judge, they are not judged). A benchmark
+with `produce="p_yes"` (RewardBench2's pointwise protocol) generates no text: its greedy row holds the model's own
+P(yes) for each candidate reply (`judge_fn`, default `spark_vl.spark.judge_score`).
 
 Images are decoded batch by batch, only for items that still need generating. A missing or broken
 image, or a batch the engine cannot generate (retried item by item), makes an `image_error` /
@@ -17,6 +19,7 @@ image, or a batch the engine cannot generate (retried item by item), makes an `i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -224,6 +227,21 @@ def _best_of_n(engine, sampling: SamplingParams, n: int, judge_fn, judge_input: 
     return produce
 
 
+def _p_yes(engine, judge_fn):
+    """Per item, the model's own P(yes) for each of `sample.meta["completions"]` (pointwise judge template), kept as
+    the response text `{"p_yes": [...]}` so the cache and `--score-only` hold the scores."""
+
+    def produce(prompts: list[Prompt]) -> list[CacheEntry]:
+        entries = []
+        for prompt in prompts:
+            replies = list(prompt.sample.meta["completions"])
+            scores = judge_fn(engine.model, engine.processor, [prompt] * len(replies), replies, form="pointwise")
+            entries.append(CacheEntry("", "", [json.dumps({"p_yes": [float(x) for x in scores]})]))
+        return entries
+
+    return produce
+
+
 def _default_reflect_fn():
     return self_reflect
 
@@ -311,7 +329,7 @@ def _reflection_metrics(records: list[ItemRecord]) -> dict[str, Any]:
 
 
 def aggregate(bench: Benchmark, records: list[ItemRecord], protocol: EvalProtocol, mode: str,
-              skipped: list[Skipped] | None = None) -> BenchmarkResult:
+              skipped: list[Skipped] | None = None, missing_splits: list[str] | None = None) -> BenchmarkResult:
     metrics = bench.metrics(records, protocol)
     metrics.update(_mode_metrics(records, mode))
     metrics["protocol"] = protocol.name
@@ -319,6 +337,8 @@ def aggregate(bench: Benchmark, records: list[ItemRecord], protocol: EvalProtoco
     metrics["skipped_rows"] = len(skipped or [])
     if skipped:
         metrics["skipped"] = [s.to_dict() for s in skipped]
+    if missing_splits:  # a partial benchmark: its numbers cover the splits present only
+        metrics["missing_splits"] = list(missing_splits)
     return BenchmarkResult(bench.name, mode, protocol.name, metrics, bench.table_columns(protocol), bench.group,
                            records)
 
@@ -359,6 +379,7 @@ def evaluate(
     greedy = proto.sampling()
     for name, value in samples_by_benchmark.items():
         bench, samples, root, skipped = _resolve(name, value)
+        missing = value.missing_splits if isinstance(value, LoadedBenchmark) else []
         if reward_both_orders and bench.flip is not None:
             samples = samples + [bench.flip(s) for s in samples]
         texts = {s.uid: bench.render(s, proto) for s in samples}
@@ -367,7 +388,12 @@ def evaluate(
         def requests(sampling: SamplingParams, n: int, extra: str, light=light, root=root) -> list[Request]:
             return [Request(p.sample, p, item_key(p, sampling, n, extra), root) for p in light]
 
-        modes: list[tuple[str, list[Request], Callable]] = [(GREEDY, requests(greedy, 1, ""), _greedy(engine, greedy))]
+        if bench.produce == "p_yes":  # scores, not text: the model's own P(yes) for each candidate reply
+            fn = judge_fn or _default_judge_fn()
+            modes: list[tuple[str, list[Request], Callable]] = [(GREEDY, requests(greedy, 1, "p_yes"),
+                                                                 _p_yes(engine, fn))]
+        else:
+            modes = [(GREEDY, requests(greedy, 1, ""), _greedy(engine, greedy))]
         if bench.tts and self_reflect:
             fn = reflect_fn or _default_reflect_fn()
             modes.append((SELF_REFLECT, requests(greedy, 1, f"reflect:{max_rounds}:{judge_input}"),
@@ -382,16 +408,18 @@ def evaluate(
             judge = llm_judge if bench.group != "reward" else None
             records = [score_entry(bench, r.sample, proto, mode, texts[r.sample.uid], outcomes[r.sample.uid],
                                    llm_judge=judge) for r in reqs]
-            result.results.append(aggregate(bench, records, proto, mode, skipped))
+            result.results.append(aggregate(bench, records, proto, mode, skipped, missing))
     result.generated = gen.generated
     return result
 
 
 def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", model_id: str = "model",
-            skipped: dict[str, list[Skipped]] | None = None, llm_judge: LLMJudge | None = None) -> EvalResult:
+            skipped: dict[str, list[Skipped]] | None = None, llm_judge: LLMJudge | None = None,
+            missing_splits: dict[str, list[str]] | None = None) -> EvalResult:
     """Score saved records again (no model, no dataset): the `--score-only` path.
 
-    `skipped` (benchmark -> rows the loader could not read) is carried into the metrics when known."""
+    `skipped` (benchmark -> rows the loader could not read) and `missing_splits` (benchmark -> splits the data
+    lacked) are carried into the metrics when known."""
     proto = with_judge(get_protocol(protocol), llm_judge)
     result = EvalResult(model=model_id, protocol=proto.summary())
     groups: dict[tuple[str, str], list[ItemRecord]] = {}
@@ -411,5 +439,6 @@ def rescore(records: list[ItemRecord], protocol: str | EvalProtocol = "spark", m
             entry = CacheEntry(r.uid, r.uid, list(texts), [r.finish_reason or ""] * len(texts), [], extra)
             judge = llm_judge if bench.group != "reward" else None
             rescored.append(score_entry(bench, sample, proto, mode, r.prompt, Outcome(entry), r.sample, judge))
-        result.results.append(aggregate(bench, rescored, proto, mode, (skipped or {}).get(name)))
+        result.results.append(aggregate(bench, rescored, proto, mode, (skipped or {}).get(name),
+                                        (missing_splits or {}).get(name)))
     return result

@@ -136,7 +136,7 @@ def norm_text(text: str) -> str:
 _ANSWER_N_BETTER = re.compile(r"answer\s*\(?([12])\)?\s*is\s*(?:the\s*)?(?:slightly\s*|much\s*|clearly\s*)?better",
                               re.IGNORECASE)
 _BOXED_12 = re.compile(r"\\box(?:ed)?\s*\{\s*(?:\\text\{)?\s*(?:answer\s*)?([12])\s*\}?\s*\}", re.IGNORECASE)
-_DOUBLE_BRACKET = re.compile(r"\[\[\s*([AB])\s*\]\]")
+_DOUBLE_BRACKET = re.compile(r"\[\[\s*([A-D])\s*\]\]")
 
 
 def parse_numbered_verdict(response: str | None) -> int | None:
@@ -151,12 +151,16 @@ def parse_numbered_verdict(response: str | None) -> int | None:
     return int(boxed[-1]) if boxed else None
 
 
-def parse_bracket_verdict(response: str | None) -> str | None:
-    """"A" or "B" from the last "[[A]]"/"[[B]]" token, or a boxed A/B; else None."""
+def parse_bracket_verdict(response: str | None, options: str = "AB") -> str | None:
+    """The option letter from the last "[[X]]" token naming one of `options` ("AB", or "ABCD" for four-way
+    judges), else the project's verdict parser (boxes, "Answer: C", "C is better", ...); None when neither finds one.
+
+    The bracket token comes first: a judge comparing math replies often quotes their `\\boxed{}` answers, which the
+    verdict parser would read as a (non-)verdict before reaching the requested "[[X]]" line."""
     if not response:
         return None
-    hits = _DOUBLE_BRACKET.findall(response)
+    hits = [h for h in _DOUBLE_BRACKET.findall(response) if h in options]
     if hits:
         return hits[-1]
-    verdict = parse_verdict(response, kind="ab")
-    return verdict if verdict in ("A", "B") else None
+    verdict = parse_verdict(response, kind="ab" if options == "AB" else "abcd")
+    return verdict if verdict is not None and verdict in options else None

@@ -143,3 +143,34 @@ def test_list(capsys):
     for name in ("virl39k", "geometry3k", "geoqa8k", "mmk12", "clevr_count", "thinklite_vl", "spark_data",
                  "mathv360k", "generic", "synthetic"):
         assert name in out
+
+
+def test_data_commands_do_not_import_the_model_stack(tmp_path):
+    """`spark-vl data` prepare / validate / show / decontaminate / difficulty --column run without torch or
+    transformers (they cost seconds to import; only `difficulty --model` needs them)."""
+    import subprocess
+    import sys
+
+    release = builders.virl39k_release(tmp_path)
+    jsonl = builders.generic_jsonl(tmp_path)
+    out, syn, clean, mid = (str(tmp_path / n) for n in ("virl", "syn", "clean", "mid"))
+    commands = [
+        ["prepare", "virl39k", "--source", release["folder"], "--out", out],
+        ["prepare", "generic", "--source", jsonl, "--out", str(tmp_path / "gen"), "--image-key", "image",
+         "--problem-key", "question", "--answer-key", "label"],
+        ["prepare", "synthetic", "--size", "5", "--out", syn],
+        ["validate", out], ["show", out], ["list"],
+        ["decontaminate", "--data", out, "--against", release["parquet"], "--out", clean],
+        ["difficulty", "--data", out, "--column", "passrate_7b", "--keep", "(0,1)", "--out", mid],
+    ]
+    code = (
+        "import json, sys\nfrom spark_vl.cli import main\n"
+        f"codes = [main(['data', *c]) for c in {commands!r}]\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules)\n"
+        "print(json.dumps({'codes': codes, 'heavy': heavy}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0] * len(commands), proc.stderr[-2000:]
+    assert result["heavy"] == [], f"data commands imported {result['heavy']}"

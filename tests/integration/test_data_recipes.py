@@ -38,7 +38,8 @@ def loaded(out: Path):
 def fixtures(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sources")
     return {
-        "virl39k": builders.virl39k(tmp), "geometry3k": builders.geometry3k(tmp), "geoqa8k": builders.geoqa8k(tmp),
+        "virl39k": builders.virl39k(tmp), "virl39k_release": builders.virl39k_release(tmp),
+        "geometry3k": builders.geometry3k(tmp), "geoqa8k": builders.geoqa8k(tmp),
         "mmk12": builders.mmk12(tmp), "clevr": builders.clevr(tmp), "thinklite": builders.thinklite(tmp),
         "spark": builders.spark_data(tmp), "mathv": builders.mathv360k(tmp), "generic": builders.generic_jsonl(tmp),
     }
@@ -60,7 +61,60 @@ def test_virl39k(fixtures, tmp_path, form):
     assert by_uid["virl39k-q0"].difficulty == {"passrate_32b": 0.0, "passrate_7b": 0.0}
     assert by_uid["virl39k-q1"].difficulty == {"passrate_32b": 0.125}  # missing 7B rate stays unknown
     assert result.manifest["licence"] == "MIT" and result.manifest["recipe"] == "virl39k"
-    assert result.manifest["answer_types"]["integer"] == 1
+    assert result.manifest["answer_types"]["integer"] == 2  # 17 and 17^\circ
+
+
+@pytest.mark.parametrize("form", ["folder", "parquet"])
+def test_virl39k_release(fixtures, tmp_path, form):
+    """The official release: 39Krelease.parquet + unzipped images; -1 pass rates are unknown, not rates."""
+    code, out = prepare("virl39k", tmp_path, "--source", fixtures["virl39k_release"][form])
+    assert code == 0
+    result = loaded(out)
+    by_uid = {s.uid: s for s in result.samples}
+    assert sorted(by_uid) == [f"virl39k-r{i}" for i in range(5)]
+    assert by_uid["virl39k-r0"].difficulty == {"passrate_32b": 0.75, "passrate_7b": 0.5}
+    assert by_uid["virl39k-r1"].difficulty == {"passrate_32b": 0.25}  # PassRate_7BBase = -1: not annotated
+    assert by_uid["virl39k-r2"].difficulty == {"passrate_32b": 1.0, "passrate_7b": 0.0}  # 0 is a real rate
+    assert by_uid["virl39k-r1"].answer == "B" and by_uid["virl39k-r1"].choices == ["3", "4", "5"]
+    assert by_uid["virl39k-r0"].answer == "17" and by_uid["virl39k-r0"].answer_raw == "\\boxed{17}"
+    assert by_uid["virl39k-r0"].meta == {"source": "R1-OneVision", "qid": "r0"}
+    assert by_uid["virl39k-r3"].category == "Spatial Reasoning"
+    assert by_uid["virl39k-r4"].images == [] and by_uid["virl39k-r4"].problem == "What is 5 + 7?"  # text-only
+
+
+def test_virl39k_release_read_raw(fixtures):
+    """Training straight from the release parquet maps the pass-rate columns the same way (-1 = unknown)."""
+    by_uid = {s.uid: s for s in loaded(Path(fixtures["virl39k_release"]["parquet"])).samples}
+    assert by_uid["r1"].difficulty == {"passrate_32b": 0.25} and by_uid["r0"].difficulty["passrate_7b"] == 0.5
+    assert by_uid["r4"].images == []
+
+
+def test_virl39k_release_without_images_fails_early(tmp_path, capsys):
+    source = Path(builders.virl39k_release(tmp_path)["folder"])
+    for image in (source / "images").iterdir():
+        image.unlink()
+    code, out = prepare("virl39k", tmp_path, "--source", str(source))
+    err = capsys.readouterr().err
+    assert code == 2 and "unzip the released images" in err and not (out / "manifest.json").exists()
+
+
+def test_virl39k_release_difficulty_filter(fixtures, tmp_path):
+    """prepare -> difficulty --column passrate_7b --keep (0,1): rows always/never solved and unknown ones sorted."""
+    from spark_vl.prep.cli import main
+
+    out, mid = tmp_path / "virl", tmp_path / "virl-mid"
+    assert main(["prepare", "virl39k", "--source", fixtures["virl39k_release"]["folder"], "--out", str(out)]) == 0
+    assert main(["difficulty", "--data", str(out), "--out", str(mid), "--column", "passrate_7b",
+                 "--keep", "(0,1)", "--unknown", "drop"]) == 0
+    kept = load_samples(str(mid))
+    assert [s.uid for s in kept.samples] == ["virl39k-r0"]  # 0.5; r2 (0.0) and r3 (1.0) outside; r1, r4 unknown
+    assert kept.samples[0].difficulty["passrate"] == 0.5
+    settings = kept.manifest["difficulty"]
+    assert settings["rate_from"] == {"column": 3, "unknown": 2} and settings["histogram"]["unknown"] == 2
+    assert main(["difficulty", "--data", str(out), "--out", str(tmp_path / "virl-32b"), "--column", "passrate_32b",
+                 "--keep", "[0.2,0.8]"]) == 0
+    assert [s.uid for s in load_samples(str(tmp_path / "virl-32b")).samples] == ["virl39k-r0", "virl39k-r1",
+                                                                                   "virl39k-r3"]
 
 
 @pytest.mark.parametrize("form", ["disk", "parquet"])

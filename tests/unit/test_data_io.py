@@ -78,7 +78,8 @@ def test_plain_files_with_aliases(tmp_path):
     (tmp_path / "img.png").write_bytes(builders.png())
     rows = [
         {"id": "a", "question": "<image>Find x.\n(A) 1\n(B) 2", "ground_truth": "(B)", "image": "img.png"},
-        {"id": "b", "problem": "What is 1+1?", "answer": "\\boxed{2}", "PassRate_7BUntrained": 0.5},
+        {"id": "b", "problem": "What is 1+1?", "answer": "\\boxed{2}", "PassRate_7BUntrained": 0.5,
+         "PassRate_32BTrained": -1},  # -1 = not annotated: unknown, never a rate
         {"id": "c", "problem": "No answer here"},
         "not an object",
     ]
@@ -88,7 +89,7 @@ def test_plain_files_with_aliases(tmp_path):
     by_uid = {s.uid: s for s in result.samples}
     assert by_uid["a"].answer == "B" and by_uid["a"].choices == ["1", "2"] and by_uid["a"].images == ["img.png"]
     assert load_image(by_uid["a"].images[0], result.root).size == (24, 20)
-    assert by_uid["b"].answer == "2" and by_uid["b"].difficulty == {"passrate_7buntrained": 0.5}
+    assert by_uid["b"].answer == "2" and by_uid["b"].difficulty == {"passrate_7b": 0.5}
     assert [s.row for s in result.skipped] == ["c", "row3", "row4"]
     assert {s.kind for s in result.skipped} == {"malformed_row"} and "not JSON" in result.skipped[2].reason
 

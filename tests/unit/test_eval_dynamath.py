@@ -52,3 +52,30 @@ def test_official_substring_rule(tmp_path, dynamath):
     assert m["average"] == pytest.approx(29 / 30)  # "the left one" contains the gold "left"
     assert m["worst"] == pytest.approx(2 / 3)
     assert m["by_subject"]["graph theory"]["accuracy"] == 1.0
+
+
+def test_some_variant_splits_evaluate_and_name_the_rest(tmp_path):
+    """A folder with 3 of the 10 variant splits: the 3 are evaluated, the 7 others named (not an exit)."""
+    folder = tmp_path / "DynaMath3"
+    for v in (1, 2, 3):
+        rows = [{"id": seed, "question": f"Seed {seed} variant {v}?", "image": f"{seed}-{v}.png",
+                 "decoded_image": image_struct(f"{seed}-{v}.png"), "ground_truth": gold, "answer_type": atype,
+                 "subject": "algebra", "knowledge_level": "high school"} for seed, gold, atype in SEEDS]
+        write_parquet(folder, f"sample_variant{v}", rows)
+    lb = load_benchmark(get_benchmark("dynamath"), str(folder))
+    assert len(lb.samples) == 9
+    assert lb.missing_splits == [f"sample_variant{v}" for v in range(4, 11)]
+    preds = {uid: pred for uid, pred in _predictions().items() if uid.endswith(("-v1", "-v2", "-v3"))}
+    m = score_only(tmp_path, "dynamath", folder, preds, "spark")
+    assert m["num_items"] == 9 and m["variants_per_seed"] == {"min": 3, "max": 3}
+    assert m["missing_splits"] == [f"sample_variant{v}" for v in range(4, 11)]
+    report = (tmp_path / "out-dynamath-spark" / "results.md").read_text()
+    assert "`dynamath` is PARTIAL" in report and "sample_variant10" in report
+
+
+def test_no_variant_split_at_all_is_an_error(tmp_path):
+    from spark_vl.eval.loading import BenchmarkSourceError
+
+    folder = write_parquet(tmp_path / "Other", "test", [{"id": "1", "question": "q", "ground_truth": "1"}])
+    with pytest.raises(BenchmarkSourceError, match="holds none of the splits"):
+        load_benchmark(get_benchmark("dynamath"), str(folder))

@@ -40,3 +40,16 @@ def test_letter_sets_by_hand(tmp_path, logicvista):
     assert m["by_skill"]["numerical"] == {"accuracy": 0.5, "n": 2}
     official = score_only(tmp_path, "logicvista", logicvista, PREDICTIONS, "official")
     assert official["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_hub_capability_columns(tmp_path):
+    """lscpku/LogicVista labels items with broad_capability / specific_capability: those are the breakdowns."""
+    rows = [{"question_id": str(i), "question": f"Q{i}? A. x B. y C. z D. w", "image": image_struct(f"{i}.png"),
+             "answer": answer, "broad_capability": broad, "specific_capability": specific}
+            for i, (answer, broad, specific) in enumerate([("A", "deductive", "diagram"), ("B", "deductive", "ocr"),
+                                                           ("C, D", "spatial", "diagram")], 1)]
+    folder = write_parquet(tmp_path / "LogicVistaHub", "test", rows)
+    m = score_only(tmp_path, "logicvista", folder, {"1": "\\boxed{A}", "2": "\\boxed{C}", "3": "\\boxed{C, D}"})
+    assert m["by_broad_capability"] == {"deductive": {"accuracy": 0.5, "n": 2}, "spatial": {"accuracy": 1.0, "n": 1}}
+    assert m["by_specific_capability"]["diagram"] == {"accuracy": 1.0, "n": 2}
+    assert "by_skill" not in m and "by_capability" not in m

@@ -182,3 +182,17 @@ def test_llm_judge_hook_renames_protocol_and_keeps_cache(tmp_path):
     assert result.protocol["name"] == "spark+judge:lenient"
     record = result.get("val").records[0]
     assert record.correct and record.decided_by == "llm_judge:lenient" and record.extra["rule_correct"] is False
+
+
+def test_missing_data_path_is_reported_as_a_path(tmp_path, capsys):
+    """`--data mathvista=<typo>`: a missing local path, not a failed hub download."""
+    from spark_vl.eval.cli import main
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text('{"uid": "1", "response": "x"}\n')
+    missing = tmp_path / "data" / "MathVsta"
+    code = main(["--score-only", str(preds), "--benchmarks", "mathvista", "--data", f"mathvista={missing}",
+                 "--out", str(tmp_path / "out"), "--no-chart"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"data path {missing} does not exist" in err and "hub" not in err.split("does not exist")[0]

@@ -13,6 +13,7 @@ from spark_vl.eval.benchmarks.base import Benchmark, LoadedBenchmark, accuracy_m
 from spark_vl.eval.benchmarks.dynamath import DYNAMATH
 from spark_vl.eval.benchmarks.general import MMMU, MMSTAR
 from spark_vl.eval.benchmarks.reward import MM_REWARDBENCH, VL_REWARDBENCH
+from spark_vl.eval.benchmarks.rewardbench2 import REWARDBENCH2, REWARDBENCH2_PYES
 from spark_vl.eval.benchmarks.spark_merged import SPARK_MERGED
 from spark_vl.eval.benchmarks.visual_math import (
     LOGICVISTA,
@@ -41,6 +42,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         MMK12,
         SPARK_MERGED,
         VL_REWARDBENCH,
+        REWARDBENCH2,
+        REWARDBENCH2_PYES,
         MM_REWARDBENCH,
         MMMU,
         MMSTAR,
@@ -49,6 +52,7 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 ALIASES = {"mathvision_test": "mathvision", "mathvision_testmini": "mathvision_mini", "we_math": "wemath",
            "vlrewardbench": "vl_rewardbench", "vl_rb": "vl_rewardbench", "multimodal_rewardbench": "mm_rewardbench",
+           "rb2": "rewardbench2", "reward_bench_2": "rewardbench2", "rb2_pyes": "rewardbench2_pyes",
            "mmmu_val": "mmmu", "mathverse_vo": "mathverse_vision_only"}
 
 PREPARED_PREFIX = "prepared:"

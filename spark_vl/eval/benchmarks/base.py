@@ -57,6 +57,9 @@ class Benchmark:
     row_filter: Callable[[Sample], bool] | None = None  # keep only some rows (MathVerse Vision-Only)
     notes: str = ""  # metric and protocol summary shown in docs and the report
     tts: bool = True  # whether self-reflection / best-of-N apply (not for reward benchmarks)
+    # "generate": greedy text per item; "p_yes": no text, the model's own P(yes) for each candidate reply in
+    # sample.meta["completions"] (spark_vl.spark.judge_score), stored as the response `{"p_yes": [...]}`
+    produce: str = "generate"
 
     def score(self, sample: Sample, response: str | None, protocol: EvalProtocol) -> Score:
         if self.scorer is not None:
@@ -140,3 +143,5 @@ class LoadedBenchmark:
     skipped: list[Skipped] = field(default_factory=list)
     root: Path | None = None
     source: str = ""
+    missing_splits: list[str] = field(default_factory=list)  # splits the local source does not hold
+    splits: list[str] = field(default_factory=list)  # the splits asked for

@@ -277,6 +277,11 @@ MMK12 = Benchmark(
 # LogicVista: golds may name several letters ("A, C"); a hit needs the same letter SET.
 
 
+# The hub copy (lscpku/LogicVista) labels items with `broad_capability` / `specific_capability`; VLMEvalKit's TSV
+# with `skill` / `capability`. Each column present becomes a breakdown of the same name.
+CAPABILITY_COLUMNS = ("broad_capability", "specific_capability", "skill", "capability")
+
+
 def _logicvista_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
     uid = str(next((row[k] for k in ("question_id", "id", "index") if row.get(k) not in (None, "")),
                    f"row{ctx.index}"))
@@ -292,7 +297,8 @@ def _logicvista_convert(row: dict[str, Any], ctx: RowContext) -> Sample:
         images=image_refs(row, "image", "images", "imagename"),
         answer_type="mcq_multi" if len(gold) > 1 else "mcq_letter",
         source="logicvista",
-        meta={"skill": row.get("skill"), "capability": row.get("capability"), "num_gold_letters": len(gold)},
+        meta={**{k: row.get(k) for k in CAPABILITY_COLUMNS if row.get(k) not in (None, "")},
+              "num_gold_letters": len(gold)},
     )
 
 
@@ -307,7 +313,10 @@ def _logicvista_official(sample: Sample, response: str | None, protocol: EvalPro
 
 
 def _logicvista_metrics(records: list[ItemRecord], protocol: EvalProtocol) -> dict[str, Any]:
-    out = accuracy_metrics(records, ("skill", "capability"))
+    out = accuracy_metrics(records, CAPABILITY_COLUMNS)
+    for key in CAPABILITY_COLUMNS:  # only the labelling the data has
+        if not out[f"by_{key}"]:
+            del out[f"by_{key}"]
     multi = [r for r in records if (r.sample.get("meta") or {}).get("num_gold_letters", 1) > 1]
     out["multi_letter_items"] = len(multi)
     out["multi_letter_accuracy"] = sum(r.correct for r in multi) / len(multi) if multi else None
@@ -323,5 +332,6 @@ LOGICVISTA = Benchmark(
     splits=("test",),
     official=_logicvista_official,
     aggregate=_logicvista_metrics,
-    notes="test (~448; unverified); letter-SET match for multi-letter golds; accuracy by skill and capability",
+    notes="test (~448; unverified); letter-SET match for multi-letter golds; accuracy by broad_capability and "
+    "specific_capability (hub copy) or skill and capability (VLMEvalKit TSV)",
 )

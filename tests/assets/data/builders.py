@@ -87,6 +87,37 @@ def virl39k(tmp: Path) -> dict[str, str]:
     return hf_forms(rows, feats, tmp, "virl39k")
 
 
+def virl39k_release(tmp: Path) -> dict[str, str]:
+    """ViRL39K as TIGER-Lab releases it: `39Krelease.parquet` (plain parquet, `image` = a list of paths relative to
+    its folder) next to the unzipped image folder; PassRate_7BBase is -1 where not annotated; one text-only row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp / "ViRL39K"
+    (folder / "images").mkdir(parents=True)
+    golds = ["\\boxed{17}", "\\boxed{B}", "\\boxed{\\frac{3}{4}}", "\\boxed{2.5}", "\\boxed{12}"]
+    rate_7b = [0.5, -1.0, 0.0, 1.0, -1.0]
+    rate_32b = [0.75, 0.25, 1.0, 0.5, 0.125]
+    rows = []
+    for i, gold in enumerate(golds):
+        question = f"<image>Question {i}: what is the value asked for in figure {i}?"
+        if gold == "\\boxed{B}":
+            question = "<image>Which option is right?\nChoices:\n(A) 3\n(B) 4\n(C) 5"
+        images = [f"images/{i}.png"]
+        (folder / images[0]).write_bytes(png(COLOURS[i], mark=i))
+        if i == 4:  # a text-only source row (DeepScaleR-style): no image at all
+            question, images = "What is 5 + 7?", []
+        rows.append({"question": question, "answer": gold, "PassRate_32BTrained": rate_32b[i],
+                     "PassRate_7BBase": rate_7b[i], "category": "Spatial Reasoning" if i % 2 else "Math",
+                     "source": "MM-Eureka" if i % 2 else "R1-OneVision", "qid": f"r{i}", "image": images})
+    schema = pa.schema([("question", pa.string()), ("answer", pa.string()), ("PassRate_32BTrained", pa.float64()),
+                        ("PassRate_7BBase", pa.float64()), ("category", pa.string()), ("source", pa.string()),
+                        ("qid", pa.string()), ("image", pa.list_(pa.string()))])
+    parquet = folder / "39Krelease.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), parquet)
+    return {"folder": str(folder), "parquet": str(parquet)}
+
+
 def geometry3k(tmp: Path) -> dict[str, str]:
     from datasets import Features, List, Value
 
