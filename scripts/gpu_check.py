@@ -104,12 +104,12 @@ def make_batch(shape, mb: int, seq: int, img: int, device, dtype):
 def run_phase(size: str, stage: int, offload: bool, steps: int, device_name: str) -> dict:
     import deepspeed
     import torch
-    from spark_vl.trainer.distributed import deepspeed_config, init_distributed
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from spark_vl import plan as P
     from spark_vl.algorithms.logprobs import sequence_logprobs
     from spark_vl.config import derived
+    from spark_vl.trainer.distributed import deepspeed_config, init_distributed
 
     name, mb, seq, img = SIZES[size]
     shape = P.shape_from_config(name)
