@@ -83,11 +83,15 @@ class RewardConfig:
     judge_weight: float = 0.0  # weight of the model's own P(yes) for samples without a verifiable gold
     extract_fallback: bool = True  # no box/<answer> tag: also read "the answer is ..." and the last line
     format_single_answer: bool = True  # the format part requires exactly one final answer (box or tag)
+    # DAPO's soft overlong punishment, added to the reward: 0 up to rollout.max_new_tokens - overlong_buffer
+    # tokens, then falling linearly to -overlong_penalty at max_new_tokens. 0 = off.
+    overlong_buffer: int = 0
+    overlong_penalty: float = 1.0
 
 
 @dataclass
 class AlgorithmConfig:
-    advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline | "package.module:function"
+    advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline | spo | "package.module:function"
     norm_by_std: bool = True  # divide by the group std (GRPO); False = Dr.GRPO's mean-only advantage
     std_unbiased: bool = True  # torch.std (n - 1), as OpenRLHF/SPARK code; False = population std (paper)
     adv_eps: float = 1e-6
@@ -105,6 +109,16 @@ class AlgorithmConfig:
     sft_coef: float = 0.0  # weight of the supervised NLL term on expert solutions (0 = off)
     sft_prompts_per_step: int = 0  # expert samples (rows with a `solution`) mixed into each step
     entropy_coef: float = 0.0
+    # SPO (advantage: spo; algorithms/spo.py): one response per prompt against a per-prompt success-rate tracker.
+    spo_rho: Literal["kl", "constant"] = "kl"  # forgetting factor: from the policy's drift on the prompt, or fixed
+    spo_rho_min: float = 0.875  # lower clip of the KL-adaptive rho (the constant with spo_rho: constant)
+    spo_init_samples: int = 4  # samples of a first-visit prompt that set its prior (0 = Jeffreys 0.5 / 0.5)
+    spo_pass_rate: str = "passrate_7b"  # a `difficulty` field holding an offline pass rate: prior without sampling
+    spo_prioritize: bool = True  # draw prompts with weight sqrt(v (1 - v)) + 0.05 instead of epoch order
+    # DAPO's dynamic sampling: drop policy groups whose rewards are all equal and draw more prompts until the step
+    # holds prompts_per_step informative groups, at most this many extra rounds (then the step runs short).
+    dynamic_sampling: bool = False
+    dynamic_sampling_max_rounds: int = 3
 
 
 @dataclass
@@ -394,6 +408,25 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"algorithm.dual_clip={a.dual_clip} must be > 1 (or null to disable)")
     if a.kl_coef < 0:
         raise ConfigError(f"algorithm.kl_coef={a.kl_coef} must be >= 0")
+    group_relative = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+    if r.samples_per_prompt == 1 and a.advantage in group_relative:
+        raise ConfigError(
+            f"rollout.samples_per_prompt=1 with algorithm.advantage={a.advantage}: a group of one has no baseline, "
+            "every advantage would be 0; use algorithm.advantage=spo (single stream) or samples_per_prompt >= 2"
+        )
+    if a.advantage == "spo" and cfg.spark.enabled:
+        raise ConfigError("algorithm.advantage=spo with spark.enabled=true is not supported: SPARK's auxiliary "
+                          "prompts are built once, so a per-prompt value tracker has no history for them")
+    if a.advantage == "spo" and a.dynamic_sampling:
+        raise ConfigError("algorithm.dynamic_sampling filters groups of equal rewards; SPO samples one response per "
+                          "prompt and has none: turn one of them off")
+    if not 0.0 < a.spo_rho_min < 1.0:
+        raise ConfigError(f"algorithm.spo_rho_min={a.spo_rho_min} must lie in (0, 1)")
+    if a.spo_init_samples < 0 or a.dynamic_sampling_max_rounds < 0:
+        raise ConfigError("algorithm.spo_init_samples and algorithm.dynamic_sampling_max_rounds must be >= 0")
+    if not 0 <= cfg.reward.overlong_buffer < r.max_new_tokens:
+        raise ConfigError(f"reward.overlong_buffer={cfg.reward.overlong_buffer} must lie in [0, rollout.max_new_tokens"
+                          f"={r.max_new_tokens})")
     if a.policy_loss == "gspo" and (a.loss_agg != "seq-mean-token-mean" or max(a.clip_low, a.clip_high) > 0.01):
         # GSPO clips a sequence-level ratio (a geometric mean of token ratios), which stays within ~1e-3 of 1: a
         # token-level range such as 0.2 never binds, and token-mean weights long sequences more than the paper.

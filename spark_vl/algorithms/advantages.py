@@ -12,6 +12,7 @@ per-prompt value tracker. Stateless estimators ignore both.
     grpo                   A = (r - mean_g) / (std_g + eps)        std unbiased (n-1) or population
     dr_grpo                A = r - mean_g                           (Dr.GRPO: no std division)
     rloo                   A = N / (N - 1) * (r - mean_g)           (leave-one-out baseline)
+    spo                    A = r - v(x), batch-normalised; v(x) a persistent per-prompt tracker (algorithms/spo.py)
     reinforce_pp_baseline  A = whiten_batch(r - mean_g)             (REINFORCE++-baseline; the batch is every
                                                                     group of the phase on every rank)
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import torch
 
+from spark_vl.algorithms.spo import spo
 from spark_vl.config import AlgorithmConfig
 
 FLAT_TOL = 1e-6  # a group whose max - min is at most FLAT_TOL * max(1, max |r|) counts as all-equal
@@ -78,9 +80,11 @@ def reinforce_pp_baseline(rewards_GN: torch.Tensor, cfg: AlgorithmConfig, keys=N
     return whitened.masked_fill(flat_groups(rewards_GN), 0.0)  # exactly 0, as the exact batch mean of centred is 0
 
 
+# name -> fn(rewards_GN, cfg, keys, state); `spo` lives in algorithms/spo.py (tracker state, single stream).
 ADVANTAGES = {
     "grpo": grpo,
     "dr_grpo": dr_grpo,
     "rloo": rloo,
     "reinforce_pp_baseline": reinforce_pp_baseline,
 }
+ADVANTAGES["spo"] = spo

@@ -10,6 +10,7 @@ tokens, so over-long prompts are dropped before rollout instead of being truncat
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,15 @@ def prompt_length(prompt: Prompt, processor) -> int:
     ids = processor.tokenizer(render(prompt, processor), add_special_tokens=False)["input_ids"]
     # Each image is one <|image_pad|> in the rendered text and becomes `n` pads after processing.
     return len(ids) + sum(n - 1 for n in image_token_counts(prompt, processor))
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A stable key of a prompt's content: its question text and the pixels of its images (the same question on
+    two images is two prompts; the same row drawn again is the same prompt). Cached in `prompt.meta`."""
+    if "key" not in prompt.meta:
+        digest = hashlib.sha1(prompt.sample.problem.encode("utf-8", "surrogatepass"))
+        for img in prompt.images:
+            digest.update(f"{img.mode}{img.size}".encode())
+            digest.update(img.tobytes())
+        prompt.meta["key"] = digest.hexdigest()
+    return prompt.meta["key"]

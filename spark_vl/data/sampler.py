@@ -2,7 +2,8 @@
 
 Draw i picks a source with weights (an RNG seeded by (seed, i)), then that source's next index in
 its current epoch's permutation (seeded by (seed, source, epoch)). The whole state is two counters,
-so a resumed run draws exactly what an uninterrupted one would.
+so a resumed run draws exactly what an uninterrupted one would. Optional per-row weights (SPO's prioritised
+sampling) replace the permutation with a weighted draw from the same seeded RNG.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -43,17 +45,20 @@ class MixtureSampler:
                 self._perm_cache.pop(next(iter(self._perm_cache)))
         return self._perm_cache[key]
 
-    def next(self) -> tuple[int, int]:
-        """(source, row index) of the next draw."""
-        if len(self.sizes) == 1:
-            source = 0
-        else:
-            rng = random.Random(f"{self.seed}/{self.state.draws}")
-            source = rng.choices(range(len(self.sizes)), weights=self.weights)[0]
+    def next(self, row_weights: list[np.ndarray] | None = None) -> tuple[int, int]:
+        """(source, row index) of the next draw. With `row_weights` (one array per source, e.g. SPO's priorities)
+        the row is drawn with probability proportional to its weight (seeded by the draw count, so a resumed run
+        with the same weights draws the same rows) instead of the epoch's permutation."""
+        rng = random.Random(f"{self.seed}/{self.state.draws}")
+        source = 0 if len(self.sizes) == 1 else rng.choices(range(len(self.sizes)), weights=self.weights)[0]
         k = self.state.per_source[source]
         epoch, pos = divmod(k, self.sizes[source])
         self.state.draws += 1
         self.state.per_source[source] += 1
+        if row_weights is not None:
+            cumulative = np.cumsum(row_weights[source], dtype=np.float64)
+            index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+            return source, min(index, self.sizes[source] - 1)
         return source, self._perm(source, epoch)[pos]
 
     def epoch(self, source: int = 0) -> int:

@@ -315,3 +315,19 @@ def score_groups(
     for r, a in zip(judged, answers, strict=True):
         if not a:
             r.reward = RewardOutput(0.0, {"judge": 0.0}, None)
+
+
+def overlong_penalty(length: int, max_len: int, buffer: int, factor: float = 1.0) -> float:
+    """DAPO's soft overlong punishment: 0 up to max_len - buffer tokens, then linear down to -factor at max_len
+    (and -factor beyond): ((max_len - buffer) - length) / buffer * factor."""
+    if buffer <= 0 or length <= max_len - buffer:
+        return 0.0
+    return max(-1.0, ((max_len - buffer) - length) / buffer) * factor
+
+
+def shape_overlong(groups: list[RolloutGroup], max_len: int, buffer: int, factor: float) -> None:
+    """Add `overlong_penalty` of each rollout's length to its reward (parts["overlong"]); correctness unchanged."""
+    for r in (r for g in groups for r in g.rollouts if r.reward is not None):
+        penalty = overlong_penalty(len(r.token_ids), max_len, buffer, factor)
+        r.reward = RewardOutput(r.reward.overall + penalty, {**r.reward.parts, "overlong": penalty},
+                                r.reward.extracted)

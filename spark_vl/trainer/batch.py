@@ -61,6 +61,7 @@ class Sequence:
     old_logprobs: list[float] | None = None  # filled by the trainer before the update
     ref_logprobs: list[float] | None = None
     behaviour_logprobs: list[float] | None = None  # the sampler's own, compared with old_logprobs as a metric
+    key: str = ""  # the prompt's stable key (data.prompts.prompt_key); empty for expert sequences
 
 
 def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:

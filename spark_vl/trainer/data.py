@@ -12,10 +12,12 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from spark_vl.config import Config
 from spark_vl.data.images import ImageError
 from spark_vl.data.prepared import LoadResult, load_samples
-from spark_vl.data.prompts import build_prompt, prompt_length
+from spark_vl.data.prompts import build_prompt, prompt_key, prompt_length
 from spark_vl.data.sampler import MixtureSampler
 from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.eval import get_benchmark, load_benchmark
@@ -96,20 +98,31 @@ class PromptSource:
         self.sampler = MixtureSampler([len(rows) for rows, _ in self.sources], cfg.data.train_weights or None,
                                       cfg.data.seed, cfg.data.shuffle)
         self.experts = [(i, j) for i, (rows, _) in enumerate(self.sources) for j, s in enumerate(rows) if s.solution]
+        # Prioritised sampling (SPO): a weight per row, and each drawn row's prompt key so weights can follow it.
+        self.row_weights: list[np.ndarray] | None = None
+        self.rows_of_key: dict[str, list[tuple[int, int]]] = {}
         self.expert_sampler = MixtureSampler([len(self.experts)], seed=cfg.data.seed + 1) if self.experts else None
 
     @property
     def skipped(self) -> Counter:
         return self.build.skipped
 
+    @property
+    def pool_size(self) -> int:
+        return sum(len(rows) for rows, _ in self.sources)
+
     def epoch(self) -> int:
         return self.sampler.epoch(0)
 
-    def _draw(self, sampler: MixtureSampler, k: int, pick) -> list[Prompt]:
+    def _draw(self, sampler: MixtureSampler, k: int, pick, weights: list[np.ndarray] | None = None) -> list[Prompt]:
         out: list[Prompt] = []
-        failures = 0
+        failures, drawn = 0, set()
         while len(out) < k:
-            source, index = pick(sampler.next())
+            source, index = pick(sampler.next(weights))
+            if weights is not None:  # weighted draws repeat rows; one step takes each row once
+                if (source, index) in drawn and len(drawn) < sum(len(w) for w in weights):
+                    continue
+                drawn.add((source, index))
             rows, root = self.sources[source]
             prompt = self.build(rows[index], root)
             if prompt is None:
@@ -119,11 +132,25 @@ class PromptSource:
                                      "check the data or data.max_prompt_length")
                 continue
             failures = 0
+            if self.row_weights is not None:
+                rows_of = self.rows_of_key.setdefault(prompt_key(prompt), [])
+                if (source, index) not in rows_of:
+                    rows_of.append((source, index))
             out.append(prompt)
         return out
 
     def next_prompts(self, k: int) -> list[Prompt]:
-        return self._draw(self.sampler, k, lambda drawn: drawn)
+        return self._draw(self.sampler, k, lambda drawn: drawn, self.row_weights)
+
+    def prioritise(self, default: float) -> None:
+        """Draw policy rows by weight from now on, every row starting at `default`."""
+        self.row_weights = [np.full(len(rows), default, dtype=np.float64) for rows, _ in self.sources]
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """New weights for the rows of these prompt keys (rows never drawn keep theirs)."""
+        for key, w in weights.items():
+            for source, index in self.rows_of_key.get(key, []):
+                self.row_weights[source][index] = w
 
     def next_experts(self, k: int) -> list[Prompt]:
         if k <= 0:
@@ -137,6 +164,7 @@ class PromptSource:
 
     def state_dict(self) -> dict:
         return {
+            "rows_of_key": {k: [list(r) for r in rows] for k, rows in self.rows_of_key.items()},
             "sampler": self.sampler.state_dict(),
             "experts": self.expert_sampler.state_dict() if self.expert_sampler else None,
             "skipped": dict(self.skipped),
@@ -147,6 +175,7 @@ class PromptSource:
         if self.expert_sampler is not None and state.get("experts"):
             self.expert_sampler.load_state_dict(state["experts"])
         self.build.skipped.update(state.get("skipped", {}))
+        self.rows_of_key = {k: [tuple(r) for r in rows] for k, rows in state.get("rows_of_key", {}).items()}
 
 
 def held_out_prompts(cfg: Config, processor) -> list[Prompt]:

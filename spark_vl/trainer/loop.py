@@ -26,17 +26,23 @@ import numpy as np
 import torch
 
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
+from spark_vl.algorithms.advantages import flat_groups
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
+from spark_vl.algorithms.spo import DEFAULT_WEIGHT
 from spark_vl.config import Config, ConfigError, Derived, derived, dump_yaml, validate
+from spark_vl.data.prompts import prompt_key
 from spark_vl.models import load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
 from spark_vl.plan import plan_summary
 from spark_vl.rewards import has_gold, score_groups
+from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, engine_class, make_engine
 from spark_vl.rollout.hf import vision_token_ids
 from spark_vl.spark import judge_score
+from spark_vl.spark.aux_queue import waterfill
 from spark_vl.trainer import checkpoint as ckpt
+from spark_vl.trainer import spo as spo_glue
 from spark_vl.trainer.batch import Sequence, collate, response_values
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
 from spark_vl.trainer.distributed import (
@@ -103,6 +109,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
                            cfg.logging.wandb_project if cfg.logging.wandb else None, resume_step=state.step)
     trainer = Trainer(cfg, plan, dist, engine, frozen if cfg.algorithm.kl_coef > 0 else None, processor, rollout,
                       state)
+    spo = trainer.spo_state  # SPO's per-prompt tracker (None for the other estimators)
+    if spo is not None and cfg.algorithm.spo_prioritize:
+        source.prioritise(DEFAULT_WEIGHT)
+        source.set_weights(spo_glue.weights_of(list(source.rows_of_key), spo))
     start_time = time.perf_counter()
 
     def run_eval() -> dict[str, float]:
@@ -119,14 +129,23 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         skipped_before = state.skipped_updates
         t0 = time.perf_counter()
 
-        # 1. sample: this rank's share of the step's prompts (under SPARK `mixed`, recycled prompts fill a share).
+        # 1. sample: this rank's share of the step's prompts (under SPARK `mixed`, recycled prompts fill a share;
+        #    under SPO they are drawn by the tracker's uncertainty, and first visits get a prior)
         aux = spark.take_mixed(step) if spark is not None else []
         n_aux = int(all_reduce_sum([len(aux)], dist.device)[0])
-        policy = source.next_prompts(cfg.trainer.prompts_per_step - n_aux)[dist.rank :: dist.world_size]
+        drawn = source.next_prompts(cfg.trainer.prompts_per_step - n_aux)
+        policy = drawn[dist.rank :: dist.world_size]
         experts = source.next_experts(cfg.algorithm.sft_prompts_per_step)[dist.rank :: dist.world_size]
+        if spo is not None:
+            unseen = spo_glue.first_visits(policy, spo, cfg.algorithm)
+            if cfg.algorithm.spo_init_samples > 0:  # every rank joins (ZeRO-3), with or without unseen prompts
+                probes = trainer.rollout(unseen, cfg.algorithm.spo_init_samples, metrics, "spo/init_")
+                trainer.reward(probes)
+                spo_glue.seed_from_samples(probes, spo, cfg.algorithm)
         # 2. rollout and 3. reward
         groups = trainer.rollout(policy + aux, n, metrics, "")
         trainer.reward(groups, metrics, "")
+        trained = trainer.informative_groups(groups, source, n, metrics) if cfg.algorithm.dynamic_sampling else groups
         # 4. recycle (SPARK): judge and reflection prompts from this step's verified rollouts (or, without
         #    co-evolution, from the frozen initial model's rollouts of the same prompts)
         if spark is not None:
@@ -139,7 +158,11 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             spark.log_trained(aux, step, metrics)
         # 5. logprobs and 6. update (the reward-only ablation rolls out and recycles policy prompts, no update)
         if spark is None or cfg.spark.train_on_policy:
-            trainer.learn(groups, experts, plan.optimizer_steps_per_rollout_step, metrics, "")
+            trainer.learn(trained, experts, plan.optimizer_steps_per_rollout_step, metrics, "")
+        if spo is not None:
+            source.set_weights(spo_glue.weights_of([prompt_key(p) for p in drawn], spo))
+            for name, value in spo_glue.tracker_metrics(spo, source.pool_size).items():
+                metrics.add(name, value)
         # 7. SPARK's auxiliary phase: the recycled prompts, rolled out, verified and trained the same way
         aux_groups = [g for g in groups if g.prompt.kind != "policy"]
         if spark is not None and (aux := spark.take_phase(step)) is not None:
@@ -267,16 +290,19 @@ class Trainer:
             judge_everywhere = all_reduce_sum([local], self.dist.device)[0] > 0
         judge = partial(judge_score, self.model, self.processor) if self.cfg.reward.judge_weight > 0 else None
         score_groups(groups, self.cfg.reward, judge, judge_all=judge_everywhere)
+        if self.cfg.reward.overlong_buffer:  # DAPO's soft length penalty
+            shape_overlong(groups, self.cfg.rollout.max_new_tokens, self.cfg.reward.overlong_buffer,
+                           self.cfg.reward.overlong_penalty)
         if metrics is not None:
             record_group_metrics(groups, prefix, metrics)
             metrics.add(f"time/{prefix}reward", time.perf_counter() - t0)
 
     # -- advantages, log-probs and the update ----------------------------------------------------------------------
-    def advantages(self, groups: list[RolloutGroup]) -> list[list[float]]:
+    def advantages(self, groups: list[RolloutGroup], metrics: Means, prefix: str) -> list[list[float]]:
         """One call of the advantage estimator on every group of the phase, gathered from every rank (batch
         statistics and stateful estimators see what one process would); returns this rank's rows."""
         name = self.cfg.algorithm.advantage
-        local = [(g.prompt.uid, g.rewards) for g in groups]
+        local = [(prompt_key(g.prompt), g.rewards) for g in groups]
         gathered = all_gather_objects(local)
         everything = [row for rows in gathered for row in rows]
         if not everything:
@@ -288,18 +314,21 @@ class Trainer:
         state = self.state.algorithm.setdefault(f"advantage/{name}", {})
         adv_GN = get_advantage_fn(name)(rewards_GN, self.cfg.algorithm, keys=[k for k, _ in everything], state=state)
         offset = sum(len(rows) for rows in gathered[: self.dist.rank])
-        return adv_GN[offset : offset + len(local)].tolist()
+        mine = adv_GN[offset : offset + len(local)]
+        # Samples that carry no gradient (GRPO: flat groups; SPO: reward equal to the tracked value).
+        metrics.add(f"{prefix}advantage/zero_share", float((mine.abs() < 1e-8).sum()), float(mine.numel()))
+        return mine.tolist()
 
-    def sequences(self, groups: list[RolloutGroup], experts: list[Prompt]) -> list[Sequence]:
-        encode = PromptEncoder(self.processor)
+    def sequences(self, groups: list[RolloutGroup], advantages: list[list[float]], experts: list[Prompt],
+                  encode: PromptEncoder) -> list[Sequence]:
         seqs = []
         if groups and self.filler_prompt is None:
             self.filler_prompt = encode(groups[0].prompt)
-        for g, adv in zip(groups, self.advantages(groups)):
+        for g, adv in zip(groups, advantages):
             for r, a in zip(g.rollouts, adv):
                 if r.token_ids:  # an empty response takes part in the group baseline, not in the loss
                     seqs.append(Sequence(encode(g.prompt), list(r.token_ids), advantage=a,
-                                         behaviour_logprobs=r.logprobs or None))
+                                         behaviour_logprobs=r.logprobs or None, key=prompt_key(g.prompt)))
         tok = self.processor.tokenizer
         for p in experts:
             ids = tok(p.sample.solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -348,16 +377,62 @@ class Trainer:
                 metrics.add(f"{prefix}rollout/logprob_abs_diff", d.abs().sum().item(), len(d))
                 metrics.add(f"{prefix}rollout/sampler_kl_k3", (torch.expm1(d) - d).sum().item(), len(d))
 
+    @property
+    def spo_state(self) -> dict | None:
+        """SPO's tracker (algorithms/spo.py), when the advantage is `spo`."""
+        if self.cfg.algorithm.advantage != "spo":
+            return None
+        return self.state.algorithm.setdefault("advantage/spo", {})
+
     def learn(self, groups: list[RolloutGroup], experts: list[Prompt], optimizer_steps: int, metrics: Means,
               prefix: str) -> None:
         """Advantages -> sequences -> old/reference log-probs -> `optimizer_steps` updates."""
         t0 = time.perf_counter()
-        seqs = self.sequences(groups, experts)
+        encode = PromptEncoder(self.processor)
+        spo = self.spo_state
+        if spo is not None and self.cfg.algorithm.spo_rho == "kl":
+            # SPO's forgetting factor: how far the policy moved on each revisited prompt's last response.
+            revisited = spo_glue.drift_sequences(groups, spo, encode)
+            self.fill_logprobs([seq for _, seq in revisited], Means(), prefix)
+            for drift in spo_glue.set_forgetting(revisited, spo, self.cfg.algorithm):
+                metrics.add("spo/drift", drift)
+        seqs = self.sequences(groups, self.advantages(groups, metrics, prefix), experts, encode)
         self.fill_logprobs(seqs, metrics, prefix)
+        if spo is not None:
+            spo_glue.remember([(s.key, s) for s in seqs if not s.is_expert], spo)
         t1 = time.perf_counter()
         self.update(seqs, max(1, optimizer_steps // self.cfg.algorithm.ppo_epochs), metrics)
         metrics.add(f"time/{prefix}logprobs", t1 - t0)
         metrics.add(f"time/{prefix}update", time.perf_counter() - t1)
+
+    def informative_groups(self, groups: list[RolloutGroup], source: PromptSource, n: int,
+                           metrics: Means) -> list[RolloutGroup]:
+        """DAPO's dynamic sampling: drop groups whose rewards are all equal (no gradient) and draw more prompts
+        until the step holds `prompts_per_step` informative groups over all ranks, at most
+        `dynamic_sampling_max_rounds` extra rounds; then exactly that many (a short step if the rounds ran out)."""
+        a, want = self.cfg.algorithm, self.cfg.trainer.prompts_per_step
+        keep = [g for g in groups if not bool(flat_groups(torch.tensor([g.rewards])).item())]
+        local_seen = len(groups)
+        seen, kept = all_reduce_sum([local_seen, len(keep)], self.dist.device)
+        metrics.total("dapo/filtered_groups", len(groups) - len(keep))
+        for _ in range(a.dynamic_sampling_max_rounds):
+            if kept >= want:
+                break
+            # Draw for the deficit at the informative rate seen so far (at least 10 %), at most a full step.
+            draw = min(want, math.ceil((want - kept) / max(0.1, kept / max(1.0, seen))))
+            extra = source.next_prompts(draw)[self.dist.rank :: self.dist.world_size]
+            more = self.rollout(extra, n, metrics, "")
+            self.reward(more, metrics, "")
+            informative = [g for g in more if not bool(flat_groups(torch.tensor([g.rewards])).item())]
+            keep += informative
+            metrics.total("dapo/extra_prompts", len(extra))
+            metrics.total("dapo/filtered_groups", len(more) - len(informative))
+            local_seen += len(more)
+            seen, kept = all_reduce_sum([local_seen, len(keep)], self.dist.device)
+        quota = waterfill([int(c) for c in all_gather_objects(len(keep))], want)[self.dist.rank]
+        metrics.add("dapo/short_step", float(kept < want))
+        metrics.total("dapo/groups_trained", quota)
+        return keep[:quota]
 
     def update(self, seqs: list[Sequence], num_minis: int, metrics: Means) -> None:
         """ppo_epochs passes; each pass deals the rank's sequences into `num_minis` optimizer steps (the same

@@ -83,3 +83,40 @@ class ScriptedEngine:
                 rollouts.append(Rollout(prompt=p, token_ids=ids, text=text, logprobs=None, finish_reason="stop"))
             groups.append(RolloutGroup(prompt=p, rollouts=rollouts))
         return groups
+
+
+NOISY = "rollout.backend=tests.integration._train_utils:NoisyScriptedEngine"
+
+
+class NoisyScriptedEngine(ScriptedEngine):
+    """Right with a fixed probability per prompt (0.2, 0.4, 0.6 or 0.8 from its uid), drawn with torch's RNG (which
+    checkpoints restore, so a resumed run draws the same); every sample is logged in `NoisyScriptedEngine.log` as (prompt key, sample uid, right)."""
+
+    log: list[tuple[str, str, bool]] = []
+    groups_log: list[list[bool]] = []  # per generated group, its rollouts' correctness
+
+    @staticmethod
+    def pass_rate(uid: str) -> float:
+        import zlib
+
+        return (zlib.crc32(uid.encode()) % 4 + 1) / 5
+
+    def generate(self, prompts, n, sampling):
+        import torch
+
+        from spark_vl.data.prompts import prompt_key
+        from spark_vl.types import Rollout, RolloutGroup
+
+        tok = self.processor.tokenizer
+        groups = []
+        for p in prompts:
+            rollouts = []
+            for _ in range(n):
+                right = bool(torch.rand(()) < self.pass_rate(p.sample.uid))
+                text = f"\\boxed{{{p.sample.answer if right else 'nope'}}}"
+                ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                rollouts.append(Rollout(prompt=p, token_ids=ids, text=text, logprobs=None, finish_reason="stop"))
+                NoisyScriptedEngine.log.append((prompt_key(p), p.sample.uid, right))
+            groups.append(RolloutGroup(prompt=p, rollouts=rollouts))
+            NoisyScriptedEngine.groups_log.append([r.text != "\\boxed{nope}" for r in rollouts])
+        return groups

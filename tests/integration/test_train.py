@@ -187,3 +187,55 @@ def test_trainer_logprobs_match_the_sampler_at_its_temperature(tmp_path, tempera
     m = read_metrics(run)[1]
     assert m["rollout/logprob_abs_diff"] < 1e-4, m["rollout/logprob_abs_diff"]
     assert abs(m["rollout/sampler_kl_k3"]) < 1e-6
+
+
+def test_spo_tracker_follows_each_prompts_pass_rate_and_resumes_exactly(tmp_path):
+    """SPO on the tiny model: one response per prompt, first visits seeded by 4 samples, the tracker's value of
+    each prompt moves to its empirical pass rate, prompts are drawn by uncertainty, and a resumed run continues
+    the tracker and the draws exactly."""
+    from ._train_utils import NOISY, NoisyScriptedEngine
+
+    args = [NOISY, "algorithm.advantage=spo", "rollout.samples_per_prompt=1", "data.synthetic_size=8",
+            "trainer.prompts_per_step=4", "trainer.sequences_per_optimizer_step=2", "algorithm.sft_prompts_per_step=0",
+            "algorithm.spo_rho=constant", "algorithm.spo_rho_min=0.75", "trainer.save_every=6", "trainer.keep_last=3"]
+    NoisyScriptedEngine.log.clear()
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=12", *args))
+    metrics = read_metrics(run)
+    assert metrics[-1]["spo/coverage"] == 1.0  # all 8 prompts tracked
+    state = torch.load(list_checkpoints(run)[-1] / "trainer_state_rank0.pt", weights_only=False)["state"]
+    tracker = state.algorithm["advantage/spo"]
+    truth = {key: NoisyScriptedEngine.pass_rate(uid) for key, uid, _ in NoisyScriptedEngine.log
+             if key in tracker["alpha"]}  # (the log also holds held-out evaluation prompts)
+    assert len(truth) == 8
+    values = {k: tracker["alpha"][k] / (tracker["alpha"][k] + tracker["beta"][k]) for k in truth}
+    tracked_error = sum(abs(values[k] - truth[k]) for k in truth) / len(truth)
+    prior_error = sum(abs(0.5 - truth[k]) for k in truth) / len(truth)  # the untrained tracker's value
+    assert tracked_error < 0.7 * prior_error, (tracked_error, prior_error)
+    easy = [values[k] for k in truth if truth[k] >= 0.6]
+    hard = [values[k] for k in truth if truth[k] <= 0.4]
+    assert sum(easy) / len(easy) - sum(hard) / len(hard) > 0.2, (easy, hard)
+    # resume from step 6: the same tracker, the same weighted draws, the same metrics
+    step6 = [c for c in list_checkpoints(run) if c.name.endswith("000006")][0]
+    resumed = train(fast_config(tmp_path / "resumed", "trainer.rollout_steps=12", *args), resume=str(step6))
+    a, b = read_metrics(run)[-1], read_metrics(resumed)[-1]
+    for k in a:
+        if not k.startswith("time/"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7, nan_ok=True), k
+
+
+def test_dapo_dynamic_sampling_drops_exactly_the_flat_groups_and_fills_the_step(tmp_path):
+    from ._train_utils import NOISY, NoisyScriptedEngine
+
+    NoisyScriptedEngine.log.clear()
+    NoisyScriptedEngine.groups_log.clear()
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=3", NOISY, "algorithm.dynamic_sampling=true",
+                            "rollout.samples_per_prompt=2", "algorithm.sft_prompts_per_step=0",
+                            "reward.overlong_buffer=4"))
+    for m in read_metrics(run)[1:]:
+        # every generated group is either trained or filtered; filtered ones are exactly the flat groups
+        generated = 4 + m.get("dapo/extra_prompts", 0)
+        assert m["dapo/groups_trained"] + m["dapo/filtered_groups"] <= generated
+        assert m["dapo/groups_trained"] == 4 or m["dapo/short_step"] == 1.0
+        assert m["advantage/zero_share"] == 0.0  # no flat group reached the update
+    flat = sum(len(g) == 2 and g[0] == g[1] for g in NoisyScriptedEngine.groups_log)  # (held-out eval: n = 1)
+    assert sum(m["dapo/filtered_groups"] for m in read_metrics(run)[1:]) == flat

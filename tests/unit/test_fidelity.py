@@ -12,17 +12,18 @@ from PIL import Image
 from spark_vl.algorithms.advantages import grpo, reinforce_pp_baseline
 from spark_vl.algorithms.logprobs import chunked_logprobs
 from spark_vl.config import AlgorithmConfig, Config, ConfigError, SparkConfig, derived, load_config, validate
-from spark_vl.data.prompts import build_prompt
+from spark_vl.data.prompts import build_prompt, prompt_key
 from spark_vl.spark.recycle import recycle
 from spark_vl.trainer.distributed import lr_lambda
 from spark_vl.trainer.loop import Trainer, TrainState
+from spark_vl.trainer.metrics import Means
 from spark_vl.types import RewardOutput, Rollout, RolloutGroup, Sample
 
 IMG = Image.new("RGB", (28, 28))
 
 
 def group(uid: str, rewards: list[float], answer: str = "3") -> RolloutGroup:
-    p = build_prompt(Sample(uid=uid, problem="How many?", answer=answer, images=[IMG]), template="spark",
+    p = build_prompt(Sample(uid=uid, problem=f"How many ({uid})?", answer=answer, images=[IMG]), template="spark",
                      images=[IMG])
     return RolloutGroup(p, [Rollout(prompt=p, token_ids=[1], text=f"\\boxed{{{r}}}",
                                     reward=RewardOutput(r, {"accuracy": r})) for r in rewards])
@@ -40,14 +41,14 @@ def test_b3_reinforce_pp_baseline_whitens_the_phase_through_the_trainer():
     sees the batch, so it is not GRPO (the old per-group call made it exactly GRPO)."""
     rewards = [[1.0, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, 1]]
     groups = [group(f"g{i}", r) for i, r in enumerate(rewards)]
-    via_trainer = torch.tensor(trainer_for("reinforce_pp_baseline").advantages(groups))
+    via_trainer = torch.tensor(trainer_for("reinforce_pp_baseline").advantages(groups, Means(), ""))
     R = torch.tensor(rewards)
     assert torch.allclose(via_trainer, reinforce_pp_baseline(R, AlgorithmConfig()), atol=1e-6)
     assert not torch.allclose(via_trainer, grpo(R, AlgorithmConfig()), atol=1e-3)
     # by hand: centred rows, then (x - mean) / std over all 12 values (mean 0)
     centred = R - R.mean(dim=1, keepdim=True)
     assert torch.allclose(via_trainer, centred / (centred.std() + 1e-6), atol=1e-6)
-    assert torch.allclose(torch.tensor(trainer_for("grpo").advantages(groups)), grpo(R, AlgorithmConfig()))
+    assert torch.allclose(torch.tensor(trainer_for("grpo").advantages(groups, Means(), "")), grpo(R, AlgorithmConfig()))
 
 
 def test_stateful_estimator_gets_keys_and_persistent_state():
@@ -64,11 +65,12 @@ def test_stateful_estimator_gets_keys_and_persistent_state():
     adv.ADVANTAGES["_counting"] = counting
     try:
         t = trainer_for("_counting")
-        t.advantages([group("a", [1.0, 0]), group("b", [0.0, 0])])
-        t.advantages([group("c", [1.0, 1])])
+        first = [group("a", [1.0, 0]), group("b", [0.0, 0])]
+        t.advantages(first, Means(), "")
+        t.advantages([group("c", [1.0, 1])], Means(), "")
     finally:
         del adv.ADVANTAGES["_counting"]
-    assert seen == [["a", "b"], ["c"]]
+    assert seen[0] == [prompt_key(g.prompt) for g in first] and len(seen[1]) == 1
     assert t.state.algorithm["advantage/_counting"] == {"calls": 2}
 
 
