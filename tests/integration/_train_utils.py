@@ -90,7 +90,8 @@ NOISY = "rollout.backend=tests.integration._train_utils:NoisyScriptedEngine"
 
 class NoisyScriptedEngine(ScriptedEngine):
     """Right with a fixed probability per prompt (0.2, 0.4, 0.6 or 0.8 from its uid), drawn with torch's RNG (which
-    checkpoints restore, so a resumed run draws the same); every sample is logged in `NoisyScriptedEngine.log` as (prompt key, sample uid, right)."""
+    checkpoints restore, so a resumed run draws the same); every sample is logged in `NoisyScriptedEngine.log` as
+    (prompt key, sample uid, right)."""
 
     log: list[tuple[str, str, bool]] = []
     groups_log: list[list[bool]] = []  # per generated group, its rollouts' correctness
