@@ -279,6 +279,7 @@ class Trainer:
         groups = engine.generate(prompts, n, sampling or self.sampling())
         engine.sleep()
         metrics.add(f"time/{prefix}rollout", time.perf_counter() - t0)
+        metrics.total(f"{prefix}rollout/responses", sum(len(g.rollouts) for g in groups))  # samples drawn, all ranks
         return groups
 
     def reward(self, groups: list[RolloutGroup], metrics: Means | None = None, prefix: str = "") -> None:
