@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
+from spark_vl.algorithms.chord import chord_mu, sft_token_loss
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
 from spark_vl.config import Config, ConfigError, Derived, derived, dump_yaml, validate
@@ -123,7 +124,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         aux = spark.take_mixed(step) if spark is not None else []
         n_aux = int(all_reduce_sum([len(aux)], dist.device)[0])
         policy = source.next_prompts(cfg.trainer.prompts_per_step - n_aux)[dist.rank :: dist.world_size]
-        experts = source.next_experts(cfg.algorithm.sft_prompts_per_step)[dist.rank :: dist.world_size]
+        experts = source.next_experts(plan.expert_sequences_per_step)[dist.rank :: dist.world_size]
         # 2. rollout and 3. reward
         groups = trainer.rollout(policy + aux, n, metrics, "")
         trainer.reward(groups, metrics, "")
@@ -377,6 +378,8 @@ class Trainer:
                 pg_tokens, pg_seqs, sft_tokens = all_reduce_sum([pg_tokens, pg_seqs, sft_tokens], self.dist.device)
                 pg_denom = AggregationDenominators(pg_tokens, pg_seqs, norm_const)
                 sft_denom = AggregationDenominators(sft_tokens, 1.0)
+                if a.sft_schedule == "chord":  # CHORD: mu of this optimizer step, once per step
+                    metrics.add("chord/mu", self.sft_weights()[1])
                 bad = False
                 # DeepSpeed counts exactly grad_accum micro-steps per optimizer step.
                 for mb in split_even(mini, accum):
@@ -418,6 +421,16 @@ class Trainer:
             metrics.add("actor/grad_norm", float(norm))
         metrics.add("actor/lr", lr)
 
+    def sft_weights(self) -> tuple[float, float]:
+        """(weight of the RL terms, weight of the SFT term) at the current optimizer step: (1, sft_coef), or under
+        CHORD (1 - mu, mu) with mu from `chord_mu` at `state.optimizer_steps` (0 = the first update)."""
+        a = self.cfg.algorithm
+        if a.sft_schedule != "chord":
+            return 1.0, a.sft_coef
+        mu = chord_mu(self.state.optimizer_steps, a.chord_mu_warmup, a.chord_mu_decay, a.chord_mu_peak,
+                      a.chord_mu_valley)
+        return 1.0 - mu, mu
+
     def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn, metrics: Means) -> torch.Tensor:
         a = self.cfg.algorithm
         logp, entropy = self.logprobs(self.model, batch, entropy_grad=a.entropy_coef != 0)
@@ -445,11 +458,30 @@ class Trainer:
                 metrics.add("actor/kl", (kl.detach() * pg_mask).sum().item(), n_pg)
         if a.entropy_coef:
             loss = loss - a.entropy_coef * aggregate(entropy, pg_mask, a.loss_agg, pg_denom)
+        rl_weight, sft_weight = self.sft_weights()
+        if rl_weight != 1.0:
+            loss = rl_weight * loss  # CHORD: (1 - mu) x (policy loss + KL - entropy bonus)
+        rl_loss = loss
         if sft_mask.sum() > 0:
-            sft = aggregate(-logp, sft_mask, "token-mean", sft_denom)
-            loss = loss + a.sft_coef * sft
+            sft = aggregate(sft_token_loss(logp, a.chord_phi), sft_mask, "token-mean", sft_denom)
+            loss = loss + sft_weight * sft
             metrics.add("loss/sft", (-logp.detach() * sft_mask).sum().item(), sft_mask.sum().item())
+        if a.sft_schedule == "chord" and mask.sum() > 0:
+            self.log_chord_split(loss, rl_loss, logp, pg_mask, sft_mask, share, metrics)
         return loss
+
+    def log_chord_split(self, loss, rl_loss, logp, pg_mask, sft_mask, share, metrics: Means) -> None:
+        """CHORD's RL/SFT split of this micro-batch: the weighted terms as shares of the step loss (`chord/rl_term`,
+        `chord/sft_term`) and `chord/sft_grad_share` = sum |dL/dlogp| over expert tokens / over all tokens, the SFT
+        part's share of the gradient reaching the token log-probs (through which every parameter gradient but the
+        entropy bonus's flows)."""
+        rl_term = rl_loss.item()
+        metrics.add("chord/rl_term", rl_term, share)
+        metrics.add("chord/sft_term", loss.item() - rl_term, share)
+        if loss.requires_grad:
+            g = torch.autograd.grad(loss, logp, retain_graph=True)[0].abs()
+            sft_mass, rl_mass = (g * sft_mask).sum().item(), (g * pg_mask).sum().item()
+            metrics.add("chord/sft_grad_share", sft_mass, sft_mass + rl_mass)
 
     # -- held-out evaluation -------------------------------------------------------------------------------------
     @torch.no_grad()
