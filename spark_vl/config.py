@@ -44,8 +44,8 @@ class ModelConfig:
 class DataConfig:
     train: list[str] = field(default_factory=lambda: ["builtin:synthetic"])  # prepared dirs, files or builtin:*
     train_weights: list[float] = field(default_factory=list)  # mixture weights, one per train entry (empty = by size)
-    # Expert data of the supervised / CHORD term (same spec forms as train; rows need a `solution`, no answer). Empty =
-    # the rows of `train` that have a `solution`.
+    # Expert data of the supervised / CHORD term (same spec forms as train; its rows with a `solution` are used). Empty
+    # = the rows of `train` that have a `solution`.
     sft: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)  # held-out data; empty + builtin train = a held-out synthetic split
     val_size: int = 64  # held-out prompts scored by the trainer's evaluation
