@@ -83,7 +83,18 @@ class RewardConfig:
     format_weight: float = 0.0  # overall = (1 - w) * accuracy + w * format
     timeout_s: float = 2.0  # hard limit for one symbolic comparison
     num_workers: int = 0  # verifier process pool size; 0 = score in-process (still time-limited)
-    judge_weight: float = 0.0  # weight of the model's own P(yes) for samples without a verifiable gold
+    judge_weight: float = 0.0  # rows WITHOUT a verifiable gold: overall = judge_weight x P(Yes) of the judge
+    # --- RewardDance-style generative reward (docs/REWARD_JUDGE.md): P(Yes) of a judge model at the verdict token.
+    judge_mix: float = 0.0  # policy rows WITH a gold: overall = (1 - judge_mix) x verifier + judge_mix x P(Yes)
+    # The judge: "" = the policy itself (its own P(Yes), changing as it trains); else a SEPARATE frozen checkpoint
+    # (local dir, hub id, builtin:*; a builtin judge is built with model.seed + 1), same dtype and ZeRO stage.
+    judge_model: str = ""
+    judge_form: Literal["pointwise", "pairwise"] = "pointwise"  # pairwise: against the row's reference answer
+    # A file stem in spark_vl/templates/judge/ or a path; "" = judge/<judge_form>.txt (the policy judging
+    # pointwise keeps SPARK's own first pointwise_yes_no template, the wording SPARK trains it on).
+    judge_template: str = ""
+    judge_batch_size: int = 32  # judge prompts per forward pass
+    judge_cache: int = 100000  # (prompt uid, answer) -> P(Yes) entries kept for a separate judge (0 = off)
     extract_fallback: bool = True  # no box/<answer> tag: also read "the answer is ..." and the last line
     format_single_answer: bool = True  # the format part requires exactly one final answer (box or tag)
 
@@ -418,6 +429,15 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if a.sft_coef < 0 or a.sft_prompts_per_step < 0:
         raise ConfigError("algorithm.sft_coef and algorithm.sft_prompts_per_step must be >= 0")
     _validate_chord(a)
+    if not 0.0 <= cfg.reward.judge_mix <= 1.0 or cfg.reward.judge_weight < 0:
+        raise ConfigError(f"reward.judge_mix={cfg.reward.judge_mix} must lie in [0, 1] and reward.judge_weight="
+                          f"{cfg.reward.judge_weight} be >= 0")
+    if cfg.reward.judge_batch_size <= 0 or cfg.reward.judge_cache < 0:
+        raise ConfigError(f"reward.judge_batch_size={cfg.reward.judge_batch_size} must be positive and "
+                          f"reward.judge_cache={cfg.reward.judge_cache} >= 0")
+    if cfg.reward.judge_model and cfg.reward.judge_weight <= 0 and cfg.reward.judge_mix <= 0:
+        raise ConfigError(f"reward.judge_model={cfg.reward.judge_model!r} is never used: set reward.judge_weight "
+                          "(rows without a gold) and/or reward.judge_mix (rows with a gold) > 0")
     if not 0.0 <= cfg.reward.format_weight <= 1.0:
         raise ConfigError(f"reward.format_weight={cfg.reward.format_weight} must lie in [0, 1]")
     if cfg.model.min_pixels <= 0 or cfg.model.max_pixels < cfg.model.min_pixels:

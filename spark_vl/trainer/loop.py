@@ -19,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from spark_vl.plan import plan_summary
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rollout import RolloutEngine, engine_class, make_engine
 from spark_vl.rollout.hf import vision_token_ids
-from spark_vl.spark import judge_score
+from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer.batch import Sequence, collate, response_values
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
@@ -46,6 +46,7 @@ from spark_vl.trainer.distributed import (
     all_reduce_sum,
     build_engine,
     build_frozen_copy,
+    build_judge,
     init_distributed,
     zero3_loading,
 )
@@ -89,6 +90,11 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     # One frozen copy of the initial weights serves as the KL reference and as SPARK's `recycle_from: initial`.
     frozen = build_frozen_copy(cfg, plan, dist, dtype) if cfg.algorithm.kl_coef > 0 or from_initial else None
     synced = cfg.deepspeed.zero_stage == 3 and dist.world_size > 1
+    # RewardDance: P(Yes) rewards from a separate frozen judge checkpoint (reward.judge_model), else the policy's own.
+    judge, judge_processor = build_judge(cfg, plan, dist, dtype) if cfg.reward.judge_model else (None, None)
+    reward_judge = make_reward_judge(cfg.reward, judge or engine.module, judge_processor or processor,
+                                     separate=judge is not None,
+                                     sync=(lambda n: max(all_gather_objects(n))) if synced else None)
     rollout = make_engine(cfg.rollout, engine.module, processor, synced)
     initial_rollout = make_engine(cfg.rollout, frozen, processor, synced) if from_initial else None
     state = TrainState()
@@ -103,7 +109,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     logger = MetricsLogger(run_dir, dist.is_main, cfg.logging.tensorboard,
                            cfg.logging.wandb_project if cfg.logging.wandb else None, resume_step=state.step)
     trainer = Trainer(cfg, plan, dist, engine, frozen if cfg.algorithm.kl_coef > 0 else None, processor, rollout,
-                      state)
+                      state, reward_judge=reward_judge)
     start_time = time.perf_counter()
 
     def run_eval() -> dict[str, float]:
@@ -221,6 +227,7 @@ class Trainer:
     rollout_engine: RolloutEngine
     state: TrainState
     filler_prompt: EncodedPrompt | None = None  # a prompt of this run, for `filler` sequences
+    reward_judge: RewardJudge | None = None  # P(Yes) rewards (reward.judge_weight / judge_mix), None = unused
 
     @property
     def model(self):
@@ -261,16 +268,21 @@ class Trainer:
 
     def reward(self, groups: list[RolloutGroup], metrics: Means | None = None, prefix: str = "") -> None:
         t0 = time.perf_counter()
-        judge_everywhere = self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1
-        if self.cfg.reward.judge_weight > 0 and judge_everywhere:
-            # ZeRO-3: every rank must join the judge forward pass if any rank has something to judge.
-            local = sum(1 for g in groups for r in g.rollouts if not has_gold(r))
-            judge_everywhere = all_reduce_sum([local], self.dist.device)[0] > 0
-        judge = partial(judge_score, self.model, self.processor) if self.cfg.reward.judge_weight > 0 else None
-        score_groups(groups, self.cfg.reward, judge, judge_all=judge_everywhere)
+        judge, r = self.reward_judge, self.cfg.reward
+        before = (judge.scored, judge.hits) if judge is not None else (0, 0)
+        judge_all = False
+        if judge is not None and self.lockstep:
+            # ZeRO-3: every rank must join the judge's forward passes if any rank has something to judge.
+            local = sum(1 for g in groups for x in g.rollouts
+                        if (r.judge_weight > 0 and not has_gold(x)) or (r.judge_mix > 0 and g.prompt.kind == "policy"))
+            judge_all = all_reduce_sum([local], self.dist.device)[0] > 0
+        score_groups(groups, r, judge, judge_all=judge_all)
         if metrics is not None:
             record_group_metrics(groups, prefix, metrics)
             metrics.add(f"time/{prefix}reward", time.perf_counter() - t0)
+            if judge is not None:  # (prompt, answer) pairs scored by a forward pass / answered without one
+                metrics.total(f"{prefix}judge/scored", judge.scored - before[0])
+                metrics.total(f"{prefix}judge/cached", judge.hits - before[1])
 
     # -- advantages, log-probs and the update ----------------------------------------------------------------------
     def advantages(self, groups: list[RolloutGroup]) -> list[list[float]]:
