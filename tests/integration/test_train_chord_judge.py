@@ -1,10 +1,19 @@
-"""CHORD on the tiny model: mu follows its schedule per optimizer step and the SFT share of the gradient shrinks."""
+"""CHORD and the RewardDance-style judge reward on the tiny model, end to end.
 
+CHORD: mu follows its schedule per optimizer step and the SFT share of the gradient shrinks. Judge: the rewards of
+a run with a separate frozen judge carry its P(Yes), recomputed here from a fresh copy of that judge.
+"""
+
+import json
 import math
 
 import pytest
 
 from spark_vl.algorithms.chord import chord_mu
+from spark_vl.data.prompts import build_prompt
+from spark_vl.models.tiny import build_tiny
+from spark_vl.spark import judge_score, load_judge_template
+from spark_vl.trainer.data import load_source
 from spark_vl.trainer.loop import train
 
 from ._train_utils import ScriptedEngine, fast_config, read_metrics
@@ -25,7 +34,7 @@ class HalfRightEngine(ScriptedEngine):
         return groups
 
 
-HALF_RIGHT = "rollout.backend=tests.integration.test_train_chord:HalfRightEngine"
+HALF_RIGHT = "rollout.backend=tests.integration.test_train_chord_judge:HalfRightEngine"
 
 
 def test_chord_mu_follows_schedule_and_sft_share_shrinks(tmp_path):
@@ -50,3 +59,30 @@ def test_chord_mu_follows_schedule_and_sft_share_shrinks(tmp_path):
         assert math.isfinite(m["chord/rl_term"])
     # the weighted SFT term shrinks with mu although the NLL it weights does not vanish
     assert metrics[2]["chord/sft_term"] < metrics[0]["chord/sft_term"]
+
+
+def test_separate_judge_model_rewards_are_its_p_yes(tmp_path):
+    # judge_mix 0.5 on gold rows: overall = 0.5 x verifier + 0.5 x P(Yes) of builtin:tiny-qwen2.5-vl built with
+    # seed model.seed + 1 = 1 (a different network from the seed-0 policy).
+    cfg = fast_config(tmp_path / "run", HALF_RIGHT, "trainer.rollout_steps=2", "rollout.samples_per_prompt=4",
+                      "trainer.sequences_per_optimizer_step=8", "reward.judge_model=builtin:tiny-qwen2.5-vl",
+                      "reward.judge_mix=0.5", "reward.judge_batch_size=3")
+    run = train(cfg)
+    metrics = read_metrics(run)
+    for m in metrics[1:]:
+        assert 0.0 < m["reward/judge"] < 1.0
+        # 4 groups x 4 rollouts, 2 distinct answers per group (gold / wrong): 8 forward rows, 8 answered by a twin
+        assert m["judge/scored"] == 8 and m["judge/cached"] == 8
+    rows = {s.uid: s for s in load_source("builtin:synthetic", cfg).samples}
+    judge, processor = build_tiny("tiny-qwen2.5-vl", seed=1)
+    policy, _ = build_tiny("tiny-qwen2.5-vl", seed=0)
+    template = load_judge_template("", "pointwise")
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    step1 = [s for s in samples if s["step"] == 1]
+    assert step1
+    for s in step1:
+        prompt = build_prompt(rows[s["uid"]], cfg.data.format_template, cfg.data.system_prompt)
+        expected = judge_score(judge, processor, [prompt], [s["extracted"]], template=template)[0]
+        own = judge_score(policy, processor, [prompt], [s["extracted"]], template=template)[0]
+        assert s["reward"]["judge"] == pytest.approx(expected, abs=1e-5)
+        assert abs(expected - own) > 1e-4  # not the policy's own P(Yes)
