@@ -44,6 +44,9 @@ class ModelConfig:
 class DataConfig:
     train: list[str] = field(default_factory=lambda: ["builtin:synthetic"])  # prepared dirs, files or builtin:*
     train_weights: list[float] = field(default_factory=list)  # mixture weights, one per train entry (empty = by size)
+    # Expert data of the supervised / CHORD term (same spec forms as train; its rows with a `solution` are used). Empty
+    # = the rows of `train` that have a `solution`.
+    sft: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)  # held-out data; empty + builtin train = a held-out synthetic split
     val_size: int = 64  # held-out prompts scored by the trainer's evaluation
     synthetic_size: int = 2000  # rows of builtin:synthetic
@@ -80,7 +83,18 @@ class RewardConfig:
     format_weight: float = 0.0  # overall = (1 - w) * accuracy + w * format
     timeout_s: float = 2.0  # hard limit for one symbolic comparison
     num_workers: int = 0  # verifier process pool size; 0 = score in-process (still time-limited)
-    judge_weight: float = 0.0  # weight of the model's own P(yes) for samples without a verifiable gold
+    judge_weight: float = 0.0  # rows WITHOUT a verifiable gold: overall = judge_weight x P(Yes) of the judge
+    # --- RewardDance-style generative reward (docs/REWARD_JUDGE.md): P(Yes) of a judge model at the verdict token.
+    judge_mix: float = 0.0  # policy rows WITH a gold: overall = (1 - judge_mix) x verifier + judge_mix x P(Yes)
+    # The judge: "" = the policy itself (its own P(Yes), changing as it trains); else a SEPARATE frozen checkpoint
+    # (local dir, hub id, builtin:*; a builtin judge is built with model.seed + 1), same dtype and ZeRO stage.
+    judge_model: str = ""
+    judge_form: Literal["pointwise", "pairwise"] = "pointwise"  # pairwise: against the row's reference answer
+    # A file stem in spark_vl/templates/judge/ or a path; "" = judge/<judge_form>.txt (the policy judging
+    # pointwise keeps SPARK's own first pointwise_yes_no template, the wording SPARK trains it on).
+    judge_template: str = ""
+    judge_batch_size: int = 32  # judge prompts per forward pass
+    judge_cache: int = 100000  # (prompt uid, answer) -> P(Yes) entries kept for a separate judge (0 = off)
     extract_fallback: bool = True  # no box/<answer> tag: also read "the answer is ..." and the last line
     format_single_answer: bool = True  # the format part requires exactly one final answer (box or tag)
     # DAPO's soft overlong punishment, added to the reward: 0 up to rollout.max_new_tokens - overlong_buffer
@@ -106,8 +120,18 @@ class AlgorithmConfig:
     )
     loss_agg_norm: int | None = None  # constant of seq-mean-token-sum-norm; None = rollout.max_new_tokens
     ppo_epochs: int = 1  # passes over each rollout batch
-    sft_coef: float = 0.0  # weight of the supervised NLL term on expert solutions (0 = off)
-    sft_prompts_per_step: int = 0  # expert samples (rows with a `solution`) mixed into each step
+    sft_coef: float = 0.0  # sft_schedule=constant: weight of the supervised NLL term on expert solutions (0 = off)
+    sft_prompts_per_step: int = 0  # expert samples (rows with a `solution`) mixed into each step, all ranks
+    # --- CHORD (arXiv 2508.11408, docs/CHORD.md): loss = (1 - mu) * RL + mu * SFT, mu scheduled over optimizer steps.
+    sft_schedule: Literal["constant", "chord"] = "constant"  # constant = RL + sft_coef * SFT (chord ignores sft_coef)
+    chord_mu_peak: float = 0.9  # mu after the warm-up (CHORD-mu: 0.9)
+    chord_mu_valley: float = 0.05  # mu after the decay, the floor (CHORD-mu: 0.05)
+    chord_mu_warmup: int = 0  # optimizer steps of linear warm-up from mu = 0 to the peak (0 = start at the peak)
+    chord_mu_decay: int = 200  # optimizer steps of cosine decay from the peak to the valley (0 = valley at once)
+    chord_phi: bool = False  # weight each expert token's NLL by phi = p (1 - p), detached (CHORD-phi); any schedule
+    # Expert share of each step as CHORD's expert_data_ratio: experts / (experts + rollout sequences); replaces
+    # sft_prompts_per_step with ceil(r x rollout sequences / (1 - r)) (Derived.expert_sequences_per_step). 0 = off.
+    expert_ratio: float = 0.0
     entropy_coef: float = 0.0
     # SPO (advantage: spo; algorithms/spo.py): one response per prompt against a per-prompt success-rate tracker.
     spo_rho: Literal["kl", "constant"] = "kl"  # forgetting factor: from the policy's drift on the prompt, or fixed
@@ -437,6 +461,16 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         )
     if a.sft_coef < 0 or a.sft_prompts_per_step < 0:
         raise ConfigError("algorithm.sft_coef and algorithm.sft_prompts_per_step must be >= 0")
+    _validate_chord(a)
+    if not 0.0 <= cfg.reward.judge_mix <= 1.0 or cfg.reward.judge_weight < 0:
+        raise ConfigError(f"reward.judge_mix={cfg.reward.judge_mix} must lie in [0, 1] and reward.judge_weight="
+                          f"{cfg.reward.judge_weight} be >= 0")
+    if cfg.reward.judge_batch_size <= 0 or cfg.reward.judge_cache < 0:
+        raise ConfigError(f"reward.judge_batch_size={cfg.reward.judge_batch_size} must be positive and "
+                          f"reward.judge_cache={cfg.reward.judge_cache} >= 0")
+    if cfg.reward.judge_model and cfg.reward.judge_weight <= 0 and cfg.reward.judge_mix <= 0:
+        raise ConfigError(f"reward.judge_model={cfg.reward.judge_model!r} is never used: set reward.judge_weight "
+                          "(rows without a gold) and/or reward.judge_mix (rows with a gold) > 0")
     if not 0.0 <= cfg.reward.format_weight <= 1.0:
         raise ConfigError(f"reward.format_weight={cfg.reward.format_weight} must lie in [0, 1]")
     if cfg.model.min_pixels <= 0 or cfg.model.max_pixels < cfg.model.min_pixels:
@@ -490,6 +524,39 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         )
 
 
+def _validate_chord(a: AlgorithmConfig) -> None:
+    """CHORD's schedule and the expert share (algorithm.sft_schedule, chord_*, expert_ratio)."""
+    if not 0.0 <= a.expert_ratio < 1.0:
+        raise ConfigError(f"algorithm.expert_ratio={a.expert_ratio} must lie in [0, 1)")
+    if a.expert_ratio > 0 and a.sft_prompts_per_step > 0:
+        raise ConfigError(
+            f"algorithm.expert_ratio={a.expert_ratio} and algorithm.sft_prompts_per_step={a.sft_prompts_per_step} "
+            "both set the experts per step; set one of them (the other to 0)"
+        )
+    for key in ("chord_mu_peak", "chord_mu_valley"):
+        if not 0.0 <= getattr(a, key) <= 1.0:
+            raise ConfigError(f"algorithm.{key}={getattr(a, key)} must lie in [0, 1]")
+    if a.chord_mu_warmup < 0 or a.chord_mu_decay < 0:
+        raise ConfigError(
+            f"algorithm.chord_mu_warmup={a.chord_mu_warmup} / chord_mu_decay={a.chord_mu_decay} must be >= 0"
+        )
+    if a.sft_schedule == "chord" and a.sft_prompts_per_step == 0 and a.expert_ratio == 0:
+        raise ConfigError(
+            "algorithm.sft_schedule=chord mixes expert rows into every step: set algorithm.expert_ratio (e.g. 0.2) "
+            "or algorithm.sft_prompts_per_step > 0"
+        )
+
+
+def expert_sequences(cfg: Config) -> int:
+    """Expert sequences per rollout step, all ranks: algorithm.sft_prompts_per_step, or with algorithm.expert_ratio
+    r, CHORD's ceil(r x total) where total = experts + rollout sequences, i.e. ceil(r x rollout / (1 - r))."""
+    a = cfg.algorithm
+    if a.expert_ratio <= 0:
+        return a.sft_prompts_per_step
+    rollout = cfg.trainer.prompts_per_step * cfg.rollout.samples_per_prompt
+    return math.ceil(round(a.expert_ratio * rollout / (1.0 - a.expert_ratio), 9))
+
+
 @dataclass
 class Derived:
     """All batch arithmetic, computed once from the config; printed at start and saved with the resolved config.
@@ -509,6 +576,7 @@ class Derived:
     aux_optimizer_steps_per_phase: int  # alternate only (mixed trains auxiliary prompts in the policy steps)
     judgment_cap: int  # judgment items built per step, all ranks
     reflection_cap: int
+    expert_sequences_per_step: int  # expert solutions mixed into each policy step, all ranks (sft / CHORD)
     total_optimizer_steps: int  # planned: the LR schedule spans these
     warmup_steps: int
 
@@ -546,6 +614,7 @@ def derived(cfg: Config, world_size: int = 1) -> Derived:
         aux_optimizer_steps_per_phase=aux_steps,
         judgment_cap=judgment_cap,
         reflection_cap=reflection_cap,
+        expert_sequences_per_step=expert_sequences(cfg),
         total_optimizer_steps=total,
         warmup_steps=int(round(t.warmup_ratio * total)),
     )

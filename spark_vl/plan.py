@@ -16,7 +16,8 @@ built-in table of the released Qwen2.5-VL / Qwen3-VL sizes. Simplifications, sta
   to host memory; offload_param (stage 3) moves the weight partition to the host. Gradients and optimizer
   states count trainable parameters only (model.freeze_vision / freeze_projector).
 - Frozen copies (bf16, partitioned under ZeRO-3, never offloaded, as spark_vl.trainer.distributed.build_frozen_copy
-  builds them): the KL reference when algorithm.kl_coef > 0, the initial model when spark.recycle_from=initial.
+  builds them): the KL reference when algorithm.kl_coef > 0, the initial model when spark.recycle_from=initial, and
+  the separate reward judge reward.judge_model (its own shape; its forward pass is not planned, see README).
 - Activations, bf16, SDPA/flash attention (no s^2 term, no dropout), counting the tensors autograd saves per
   token per decoder layer, in the manner of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
   Transformer Models", 34 s b h bytes per layer for a GPT block) but for Qwen's block (RMSNorm, GQA, SwiGLU):
@@ -368,6 +369,13 @@ def make_plan(cfg, hardware: Hardware, shape: ModelShape | None = None, prompt_l
         copies.append("initial model (spark.recycle_from=initial)")
     for name in copies:
         add(Term(f"{name} (bf16, frozen)", 2 * n_total // w_div, f"2 B x {n_total / 1e9:.2f}e9{shard}"))
+    if cfg.reward.judge_model:  # RewardDance: a separate frozen judge checkpoint, partitioned like the policy
+        try:
+            n_judge = count_params(shape_from_config(cfg.reward.judge_model)).total
+        except ValueError as err:
+            plan.notes.append(f"reward.judge_model not planned: {err}")
+        else:
+            add(Term("reward judge (bf16, frozen)", 2 * n_judge // w_div, f"2 B x {n_judge / 1e9:.2f}e9{shard}"))
 
     # --- update phase ---------------------------------------------------------------------------------------
     b = cfg.trainer.micro_batch_size

@@ -17,8 +17,9 @@ never fails because of the pool.
 
 `score_groups(groups, cfg, judge=None)` sets `rollout.reward` for a training step. Rollouts of samples with
 a gold go through `score_batch`; with `cfg.judge_weight > 0` the others get `judge_weight x P(Yes)` from the
-injected `judge` callable (the trainer passes the policy's own `spark_vl.spark.judge_score`), so this package
-never imports torch, models or `spark`.
+injected `judge` callable (the trainer passes `spark_vl.spark.RewardJudge` around the policy itself or around a
+separate frozen judge model, `cfg.judge_model`), so this package never imports torch, models or `spark`. With
+`cfg.judge_mix = m > 0` policy rollouts WITH a gold are judged too: overall = (1 - m) x verifier + m x P(Yes).
 """
 
 from __future__ import annotations
@@ -284,37 +285,49 @@ def score_groups(
 
     Rollouts whose sample has a gold: `score_batch` with the reward `cfg.name` (pool included). The others:
     0 when `cfg.judge_weight` is 0; else `judge_weight x P(Yes)` with parts {"judge": P(Yes)}, where
-    `judge(prompts, answers)` gives P(Yes) for each (prompt, final answer) pair. Only a real final answer (box
-    or <answer> tag, first or last per `cfg.extract`) is judged, as in SPARK's recycling; a rollout without
-    one gets 0.
+    `judge(prompts, answers)` gives P(Yes) for each (prompt, final answer) pair. With `cfg.judge_mix = m > 0`
+    the policy rollouts with a gold get overall = (1 - m) x verifier overall + m x P(Yes) and the part "judge"
+    (SPARK's judgment and reflection prompts are never judged). Only a real final answer (box or <answer> tag,
+    first or last per `cfg.extract`) is judged, as in SPARK's recycling; a rollout without one gets P(Yes) = 0.
 
     `judge_all`: call `judge` even when this process has nothing to judge (ZeRO-3 needs every rank in every
-    forward pass); the dummy result is discarded. Callers set it when any rank has something to judge.
+    forward pass): on a dummy pair whose result is discarded, or with empty lists when this process has no
+    rollouts at all (`RewardJudge` then joins the other ranks' passes with its own dummy). Callers set it when
+    any rank has something to judge.
     """
     rollouts = [r for g in groups for r in g.rollouts]
     verified = [r for r in rollouts if has_gold(r)]
     for r, out in zip(verified, score_batch([r.text for r in verified], [r.prompt.sample for r in verified], cfg),
                       strict=True):
         r.reward = out
-    judged = [r for r in rollouts if not has_gold(r)]
+    goldless = [r for r in rollouts if not has_gold(r)]
     if cfg.judge_weight <= 0:
-        for r in judged:
+        for r in goldless:
             r.reward = RewardOutput(0.0, {"accuracy": 0.0}, None)
+        goldless = []
+    mixed = [r for r in verified if r.prompt.kind == "policy"] if cfg.judge_mix > 0 else []
+    judged = goldless + mixed
+    if not judged and not judge_all:
         return
     answers = [extract_answer(r.text, cfg.extract, fallback=False) for r in judged]
     shown = [(r, a) for r, a in zip(judged, answers, strict=True) if a]
-    if shown or (judge_all and rollouts):
+    probs: dict[int, float] = {}
+    if shown or judge_all:
         if judge is None:
-            raise ValueError("reward.judge_weight > 0 scores rows without a gold answer with a judge, but no judge "
+            raise ValueError("reward.judge_weight / reward.judge_mix > 0 score rows with a judge, but no judge "
                              "callable was given to score_groups")
-        pairs = shown or [(rollouts[0], rollouts[0].text or "?")]
-        probs = judge([r.prompt for r, _ in pairs], [a for _, a in pairs])
+        pairs = shown or ([(rollouts[0], rollouts[0].text or "?")] if rollouts else [])
+        scored = judge([r.prompt for r, _ in pairs], [a for _, a in pairs])
         if shown:
-            for (r, a), p in zip(shown, probs, strict=True):
-                r.reward = RewardOutput(cfg.judge_weight * p, {"judge": p}, a)
+            probs = {id(r): p for (r, _), p in zip(shown, scored, strict=True)}
+    m = cfg.judge_mix
     for r, a in zip(judged, answers, strict=True):
-        if not a:
-            r.reward = RewardOutput(0.0, {"judge": 0.0}, None)
+        p = probs.get(id(r), 0.0)
+        if has_gold(r):
+            r.reward = RewardOutput((1.0 - m) * r.reward.overall + m * p, {**r.reward.parts, "judge": p},
+                                    r.reward.extracted)
+        else:
+            r.reward = RewardOutput(cfg.judge_weight * p, {"judge": p}, a)
 
 
 def overlong_penalty(length: int, max_len: int, buffer: int, factor: float = 1.0) -> float:

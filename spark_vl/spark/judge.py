@@ -2,6 +2,8 @@
 
     p = judge_score(model, processor, prompts, answers)                       # P(Yes): answer i is correct
     p = judge_score(model, processor, prompts, pairs, form="pairwise")        # P(A): pairs[i][0] is the correct one
+    p = judge_score(model, processor, prompts, pairs, form="reference",       # P(Yes): pairs[i][0] matches the
+                    template=load_judge_template("", "pairwise"))             #   reference answer pairs[i][1]
 
 How the verdict position is made well defined: the judge prompt is built from a SPARK judge template
 (pointwise_yes_no or pairwise; by default the first by file name) around the policy prompt's question and images,
@@ -33,11 +35,18 @@ from spark_vl.models.encode import encode_prompt, pad_prompts, render
 from spark_vl.spark.templates import Template, load_templates, make_aux_prompt
 from spark_vl.types import Prompt
 
-VERDICT_TOKENS = {"pointwise": ("Yes", "No"), "pairwise": ("A", "B")}
+VERDICT_TOKENS = {"pointwise": ("Yes", "No"), "pairwise": ("A", "B"), "reference": ("Yes", "No")}
+TEMPLATE_KIND = {"pointwise": "pointwise_yes_no", "pairwise": "pairwise", "reference": "reference"}
 
 
-def _pick_template(form: str, template: str | None, templates_root: str | None) -> Template:
-    kind = "pointwise_yes_no" if form == "pointwise" else "pairwise"
+def _pick_template(form: str, template: str | Template | None, templates_root: str | None) -> Template:
+    kind = TEMPLATE_KIND[form]
+    if isinstance(template, Template):  # a loaded file, e.g. a reward-judge template (load_judge_template)
+        if template.kind != kind:
+            raise ValueError(f"judge form {form!r} needs a {kind} template, got {template.kind}/{template.name}")
+        return template
+    if form == "reference":
+        raise ValueError("form='reference' needs a Template with {reference} (spark.templates.load_judge_template)")
     choices = load_templates(templates_root).get(kind)
     if template is None:
         return choices[0]
@@ -50,25 +59,28 @@ def _pick_template(form: str, template: str | None, templates_root: str | None) 
 def judge_prompts(
     prompts: list[Prompt],
     responses: list[Any],
-    form: Literal["pointwise", "pairwise"] = "pointwise",
-    template: str | None = None,
+    form: Literal["pointwise", "pairwise", "reference"] = "pointwise",
+    template: str | Template | None = None,
     templates_root: str | None = None,
 ) -> list[Prompt]:
-    """The judge prompts `judge_score` scores: `responses[i]` (a string, or an (A, B) pair) shown for prompts[i]."""
+    """The judge prompts `judge_score` scores: `responses[i]` (a string, an (A, B) pair, or for "reference" an
+    (answer, reference answer) pair) shown for prompts[i]."""
     if form not in VERDICT_TOKENS:
-        raise ValueError(f"form must be 'pointwise' or 'pairwise', got {form!r}")
+        raise ValueError(f"form must be 'pointwise', 'pairwise' or 'reference', got {form!r}")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     tpl = _pick_template(form, template, templates_root)
     out = []
     for i, (prompt, resp) in enumerate(zip(prompts, responses, strict=True)):
+        if form != "pointwise" and not (isinstance(resp, (tuple, list)) and len(resp) == 2):
+            raise ValueError(f"{form} responses must be pairs; item {i} is {resp!r}")
         if form == "pairwise":
-            if not (isinstance(resp, (tuple, list)) and len(resp) == 2):
-                raise ValueError(f"pairwise responses must be (answer_a, answer_b) pairs; item {i} is {resp!r}")
             values = {"answer_a": str(resp[0]), "answer_b": str(resp[1])}
+        elif form == "reference":
+            values = {"answer": str(resp[0]), "reference": str(resp[1])}
         else:
             values = {"answer": str(resp)}
-        meta = {"judge_form": form, "verdict_kind": "yes_no" if form == "pointwise" else "ab"}
+        meta = {"judge_form": form, "verdict_kind": "ab" if form == "pairwise" else "yes_no"}
         out.append(
             make_aux_prompt(
                 prompt, tpl, uid=f"{prompt.uid}/score{i}", kind="judge", label="", answer_type=None, meta=meta,
@@ -101,9 +113,9 @@ def judge_score(
     processor,
     prompts: list[Prompt],
     responses: list[str] | list[tuple[str, str]],
-    form: Literal["pointwise", "pairwise"] = "pointwise",
+    form: Literal["pointwise", "pairwise", "reference"] = "pointwise",
     *,
-    template: str | None = None,
+    template: str | Template | None = None,
     templates_root: str | None = None,
     prefix: str = "\\boxed{",
     batch_size: int | None = None,
@@ -115,9 +127,11 @@ def judge_score(
         prompts: the policy prompts (question and images are taken from them).
         responses: pointwise: what is judged for each prompt, shown verbatim (pass the extracted final answer to
             judge answers as SPARK's training does, or the full response to judge with reasoning); pairwise:
-            (answer_a, answer_b) pairs.
-        form: "pointwise" -> P(Yes), "pairwise" -> P(A is the correct one).
-        template: the judge template file stem (default: the first of its kind by name).
+            (answer_a, answer_b) pairs; reference: (answer, reference answer) pairs.
+        form: "pointwise" -> P(Yes), "pairwise" -> P(A is the correct one), "reference" -> P(Yes: the answer
+            matches the reference; RewardDance's comparative form, with a reward-judge template).
+        template: the SPARK judge template file stem (default: the first of its kind by name), or a loaded
+            `Template` (e.g. `load_judge_template(...)`).
         prefix: the pre-filled start of the assistant turn; the verdict token follows it.
         batch_size: rows per forward pass (None = all prompts in one pass).
     """

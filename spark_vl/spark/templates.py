@@ -10,6 +10,12 @@ Templates are text files in `spark_vl/templates/spark/<kind>/*.txt` (or a folder
     reflect_cot        {question} {solution}                  the gold answer
     reflect_answer     {question} {answer}                    the gold answer
 
+Reward-judge templates (`reward.judge_template`, RewardDance-style P(Yes) rewards) are single files in
+`spark_vl/templates/judge/` (or any path), read by `load_judge_template`:
+
+    judge/pointwise    {question} {answer}                    Yes = the answer is correct
+    judge/pairwise     {question} {answer} {reference}       Yes = the answer matches the reference answer
+
 Judge templates must ask for the verdict in `\\boxed{}` (checked on load; the reference asked for `\\box{}`
 while its verifier read only `\\boxed{}`, defect 9.1). Reflection templates whose file name starts with
 `assertive` tell the model the shown work is wrong; the others are neutral ("confirm or fix") and are the
@@ -46,7 +52,7 @@ VERDICT_KIND = {"pointwise_yes_no": "yes_no", "pointwise_ab": "ab", "pairwise": 
 POSITIVE_VERDICT = {"yes_no": "Yes", "ab": "A"}
 NEGATIVE_VERDICT = {"yes_no": "No", "ab": "B"}
 
-_SLOT_RE = re.compile(r"\{(question|answer|answer_a|answer_b|solution)\}")
+_SLOT_RE = re.compile(r"\{(question|answer|answer_a|answer_b|solution|reference)\}")
 # Marks an image position inside filled text; a NUL cannot come from a tokenizer-decoded response.
 _IMAGE_MARK = "\x00image\x00"
 
@@ -99,6 +105,34 @@ def load_templates(root: str | None = None) -> TemplateSet:
             items.append(Template(kind=kind, name=path.stem, text=text))
         by_kind[kind] = tuple(items)
     return TemplateSet(root=str(base), by_kind=by_kind)
+
+
+JUDGE_TEMPLATE_DIR = TEMPLATE_DIR / "judge"
+# reward.judge_form -> (template kind, slots); both forms read P(Yes)
+REWARD_JUDGE_SLOTS = {"pointwise": ("pointwise_yes_no", ("question", "answer")),
+                      "pairwise": ("reference", ("question", "answer", "reference"))}
+
+
+def load_judge_template(spec: str, form: str) -> Template:
+    """A reward-judge template: `spec` is a file stem in spark_vl/templates/judge/ ("" = the file named after
+    `form`) or a path. Raises FileNotFoundError / ValueError naming the file when it is missing, lacks a slot of
+    `form` or does not ask for the verdict in `\\boxed{}`."""
+    if form not in REWARD_JUDGE_SLOTS:
+        raise ValueError(f"judge form must be one of {', '.join(REWARD_JUDGE_SLOTS)}, got {form!r}")
+    kind, slots = REWARD_JUDGE_SLOTS[form]
+    is_path = spec.endswith(".txt") or "/" in spec
+    path = Path(spec) if is_path else JUDGE_TEMPLATE_DIR / f"{spec or form}.txt"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in JUDGE_TEMPLATE_DIR.glob("*.txt")))
+        raise FileNotFoundError(f"judge template {path} does not exist (file stems in {JUDGE_TEMPLATE_DIR}: {known})")
+    text = path.read_text().strip("\n")
+    missing = [s for s in slots if "{" + s + "}" not in text]
+    if missing:
+        slots_text = ", ".join("{" + s + "}" for s in missing)
+        raise ValueError(f"judge template {path} ({form}) lacks the slot(s) {slots_text}")
+    if "\\boxed{" not in text:
+        raise ValueError(f"judge template {path} must ask for the verdict in \\boxed{{}}")
+    return Template(kind=kind, name=path.stem, text=text)
 
 
 def fill(template: str, **values: str) -> str:

@@ -50,8 +50,9 @@ def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None)
 class PromptBuilder:
     """Sample -> Prompt with validation; counts what it skips."""
 
-    def __init__(self, cfg: Config, processor, training: bool = True):
+    def __init__(self, cfg: Config, processor, training: bool = True, require_answer: bool = True):
         self.cfg, self.processor, self.training = cfg, processor, training
+        self.require_answer = require_answer  # False for expert rows: the supervised term needs only a solution
         self.skipped: Counter = Counter()
         self.examples: list[tuple[str, str]] = []  # (row uid, reason), first few
 
@@ -62,7 +63,8 @@ class PromptBuilder:
             reason = "eval_split_row"  # a benchmark's test row (e.g. MMK12 test) never trains silently
         elif not isinstance(sample.problem, str) or not sample.problem.strip():
             reason = "empty_problem"
-        elif (sample.answer is None or not str(sample.answer).strip()) and self.cfg.reward.judge_weight <= 0:
+        elif (self.require_answer and (sample.answer is None or not str(sample.answer).strip())
+              and self.cfg.reward.judge_weight <= 0):
             reason = "empty_answer"  # kept when reward.judge_weight > 0: the model's own P(yes) rewards it
         else:
             try:
@@ -97,7 +99,19 @@ class PromptSource:
                 self.build.count(skipped.row, skipped.kind, skipped.reason)
         self.sampler = MixtureSampler([len(rows) for rows, _ in self.sources], cfg.data.train_weights or None,
                                       cfg.data.seed, cfg.data.shuffle)
-        self.experts = [(i, j) for i, (rows, _) in enumerate(self.sources) for j, s in enumerate(rows) if s.solution]
+        # Expert rows: a separate data.sft (any row with a `solution`), else the training rows with a `solution`.
+        self.expert_sources = self.sources
+        if cfg.data.sft:
+            self.expert_sources = []
+            for spec in cfg.data.sft:
+                loaded = load_source(spec, cfg)
+                self.expert_sources.append((loaded.samples, loaded.root))
+                for skipped in loaded.skipped:
+                    self.build.count(skipped.row, skipped.kind, skipped.reason)
+        self.expert_build = PromptBuilder(cfg, processor, require_answer=not cfg.data.sft)
+        self.expert_build.skipped, self.expert_build.examples = self.build.skipped, self.build.examples  # one count
+        self.experts = [(i, j) for i, (rows, _) in enumerate(self.expert_sources) for j, s in enumerate(rows)
+                        if s.solution]
         # Prioritised sampling (SPO): a weight per row, and each drawn row's prompt key so weights can follow it.
         self.row_weights: list[np.ndarray] | None = None
         self.rows_of_key: dict[str, list[tuple[int, int]]] = {}
@@ -114,7 +128,9 @@ class PromptSource:
     def epoch(self) -> int:
         return self.sampler.epoch(0)
 
-    def _draw(self, sampler: MixtureSampler, k: int, pick, weights: list[np.ndarray] | None = None) -> list[Prompt]:
+    def _draw(self, sampler: MixtureSampler, k: int, pick, weights: list[np.ndarray] | None = None, sources=None,
+              build=None) -> list[Prompt]:
+        sources, build = sources or self.sources, build or self.build
         out: list[Prompt] = []
         failures, drawn = 0, set()
         while len(out) < k:
@@ -123,16 +139,16 @@ class PromptSource:
                 if (source, index) in drawn and len(drawn) < sum(len(w) for w in weights):
                     continue
                 drawn.add((source, index))
-            rows, root = self.sources[source]
-            prompt = self.build(rows[index], root)
+            rows, root = sources[source]
+            prompt = build(rows[index], root)
             if prompt is None:
                 failures += 1
                 if failures > 50 + 10 * k:
-                    raise ValueError(f"{failures} consecutive unusable rows: {self.build.examples[-3:]}; "
+                    raise ValueError(f"{failures} consecutive unusable rows: {build.examples[-3:]}; "
                                      "check the data or data.max_prompt_length")
                 continue
             failures = 0
-            if self.row_weights is not None:
+            if weights is not None:
                 rows_of = self.rows_of_key.setdefault(prompt_key(prompt), [])
                 if (source, index) not in rows_of:
                     rows_of.append((source, index))
@@ -156,8 +172,11 @@ class PromptSource:
         if k <= 0:
             return []
         if self.expert_sampler is None:
-            raise ValueError("algorithm.sft_prompts_per_step > 0 but no training row has a `solution`")
-        prompts = self._draw(self.expert_sampler, k, lambda drawn: self.experts[drawn[1]])
+            where = f"data.sft {self.cfg.data.sft}" if self.cfg.data.sft else "data.train"
+            raise ValueError(f"experts are mixed into each step (algorithm.sft_prompts_per_step / expert_ratio) but "
+                             f"no row of {where} has a `solution`")
+        prompts = self._draw(self.expert_sampler, k, lambda drawn: self.experts[drawn[1]],
+                             sources=self.expert_sources, build=self.expert_build)
         for p in prompts:
             p.kind = "expert"
         return prompts

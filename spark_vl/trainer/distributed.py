@@ -9,6 +9,7 @@ JIT compile).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -137,9 +138,23 @@ def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
 def build_frozen_copy(cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
     """A frozen copy of the initial policy: the KL reference and SPARK's `recycle_from: initial` model (one copy
     serves both). ZeRO-3 partitions it like the policy."""
+    ref, _ = load_model(cfg.model, dist.device)
+    return _frozen(ref, cfg, derived, dtype)
+
+
+def build_judge(cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
+    """(model, processor) of the separate frozen reward judge `reward.judge_model`, in the policy's dtype and
+    partitioned like the policy under ZeRO-3. A builtin judge is built with `model.seed + 1`, so it is not a copy
+    of the initial policy."""
+    judge_cfg = dataclasses.replace(cfg.model, path=cfg.reward.judge_model, seed=cfg.model.seed + 1,
+                                    gradient_checkpointing=False, freeze_vision=False, freeze_projector=False)
+    model, processor = load_model(judge_cfg, dist.device)
+    return _frozen(model, cfg, derived, dtype), processor
+
+
+def _frozen(ref, cfg: Config, derived: Derived, dtype: torch.dtype):
     import deepspeed
 
-    ref, _ = load_model(cfg.model, dist.device)
     ref.eval().requires_grad_(False)
     if cfg.deepspeed.zero_stage == 3:
         ds = deepspeed_config(cfg, derived, dtype)

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
 from spark_vl.algorithms.advantages import flat_groups
+from spark_vl.algorithms.chord import chord_mu, sft_token_loss
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
 from spark_vl.algorithms.spo import DEFAULT_WEIGHT
@@ -39,8 +40,8 @@ from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, engine_class, make_engine
 from spark_vl.rollout.hf import vision_token_ids
-from spark_vl.spark import judge_score
 from spark_vl.spark.aux_queue import waterfill
+from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer import spo as spo_glue
 from spark_vl.trainer.batch import Sequence, collate, response_values
@@ -51,6 +52,7 @@ from spark_vl.trainer.distributed import (
     all_reduce_sum,
     build_engine,
     build_frozen_copy,
+    build_judge,
     init_distributed,
     zero3_loading,
 )
@@ -94,6 +96,11 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     # One frozen copy of the initial weights serves as the KL reference and as SPARK's `recycle_from: initial`.
     frozen = build_frozen_copy(cfg, plan, dist, dtype) if cfg.algorithm.kl_coef > 0 or from_initial else None
     synced = cfg.deepspeed.zero_stage == 3 and dist.world_size > 1
+    # RewardDance: P(Yes) rewards from a separate frozen judge checkpoint (reward.judge_model), else the policy's own.
+    judge, judge_processor = build_judge(cfg, plan, dist, dtype) if cfg.reward.judge_model else (None, None)
+    reward_judge = make_reward_judge(cfg.reward, judge or engine.module, judge_processor or processor,
+                                     separate=judge is not None,
+                                     sync=(lambda n: max(all_gather_objects(n))) if synced else None)
     rollout = make_engine(cfg.rollout, engine.module, processor, synced)
     initial_rollout = make_engine(cfg.rollout, frozen, processor, synced) if from_initial else None
     state = TrainState()
@@ -108,7 +115,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     logger = MetricsLogger(run_dir, dist.is_main, cfg.logging.tensorboard,
                            cfg.logging.wandb_project if cfg.logging.wandb else None, resume_step=state.step)
     trainer = Trainer(cfg, plan, dist, engine, frozen if cfg.algorithm.kl_coef > 0 else None, processor, rollout,
-                      state)
+                      state, reward_judge=reward_judge)
     spo = trainer.spo_state  # SPO's per-prompt tracker (None for the other estimators)
     if spo is not None and cfg.algorithm.spo_prioritize:
         source.prioritise(DEFAULT_WEIGHT)
@@ -135,7 +142,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         n_aux = int(all_reduce_sum([len(aux)], dist.device)[0])
         drawn = source.next_prompts(cfg.trainer.prompts_per_step - n_aux)
         policy = drawn[dist.rank :: dist.world_size]
-        experts = source.next_experts(cfg.algorithm.sft_prompts_per_step)[dist.rank :: dist.world_size]
+        experts = source.next_experts(plan.expert_sequences_per_step)[dist.rank :: dist.world_size]
         if spo is not None:
             unseen = spo_glue.first_visits(policy, spo, cfg.algorithm)
             if cfg.algorithm.spo_init_samples > 0:  # every rank joins (ZeRO-3), with or without unseen prompts
@@ -243,6 +250,7 @@ class Trainer:
     rollout_engine: RolloutEngine
     state: TrainState
     filler_prompt: EncodedPrompt | None = None  # a prompt of this run, for `filler` sequences
+    reward_judge: RewardJudge | None = None  # P(Yes) rewards (reward.judge_weight / judge_mix), None = unused
 
     @property
     def model(self):
@@ -284,19 +292,23 @@ class Trainer:
 
     def reward(self, groups: list[RolloutGroup], metrics: Means | None = None, prefix: str = "") -> None:
         t0 = time.perf_counter()
-        judge_everywhere = self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1
-        if self.cfg.reward.judge_weight > 0 and judge_everywhere:
-            # ZeRO-3: every rank must join the judge forward pass if any rank has something to judge.
-            local = sum(1 for g in groups for r in g.rollouts if not has_gold(r))
-            judge_everywhere = all_reduce_sum([local], self.dist.device)[0] > 0
-        judge = partial(judge_score, self.model, self.processor) if self.cfg.reward.judge_weight > 0 else None
-        score_groups(groups, self.cfg.reward, judge, judge_all=judge_everywhere)
-        if self.cfg.reward.overlong_buffer:  # DAPO's soft length penalty
-            shape_overlong(groups, self.cfg.rollout.max_new_tokens, self.cfg.reward.overlong_buffer,
-                           self.cfg.reward.overlong_penalty)
+        judge, r = self.reward_judge, self.cfg.reward
+        before = (judge.scored, judge.hits) if judge is not None else (0, 0)
+        judge_all = False
+        if judge is not None and self.lockstep:
+            # ZeRO-3: every rank must join the judge's forward passes if any rank has something to judge.
+            local = sum(1 for g in groups for x in g.rollouts
+                        if (r.judge_weight > 0 and not has_gold(x)) or (r.judge_mix > 0 and g.prompt.kind == "policy"))
+            judge_all = all_reduce_sum([local], self.dist.device)[0] > 0
+        score_groups(groups, r, judge, judge_all=judge_all)
+        if r.overlong_buffer:  # DAPO's soft length penalty
+            shape_overlong(groups, self.cfg.rollout.max_new_tokens, r.overlong_buffer, r.overlong_penalty)
         if metrics is not None:
             record_group_metrics(groups, prefix, metrics)
             metrics.add(f"time/{prefix}reward", time.perf_counter() - t0)
+            if judge is not None:  # (prompt, answer) pairs scored by a forward pass / answered without one
+                metrics.total(f"{prefix}judge/scored", judge.scored - before[0])
+                metrics.total(f"{prefix}judge/cached", judge.hits - before[1])
 
     # -- advantages, log-probs and the update ----------------------------------------------------------------------
     def advantages(self, groups: list[RolloutGroup], metrics: Means, prefix: str) -> list[list[float]]:
@@ -453,6 +465,8 @@ class Trainer:
                 pg_tokens, pg_seqs, sft_tokens = all_reduce_sum([pg_tokens, pg_seqs, sft_tokens], self.dist.device)
                 pg_denom = AggregationDenominators(pg_tokens, pg_seqs, norm_const)
                 sft_denom = AggregationDenominators(sft_tokens, 1.0)
+                if a.sft_schedule == "chord":  # CHORD: mu of this optimizer step, once per step
+                    metrics.add("chord/mu", self.sft_weights()[1])
                 bad = False
                 # DeepSpeed counts exactly grad_accum micro-steps per optimizer step.
                 for mb in split_even(mini, accum):
@@ -494,6 +508,16 @@ class Trainer:
             metrics.add("actor/grad_norm", float(norm))
         metrics.add("actor/lr", lr)
 
+    def sft_weights(self) -> tuple[float, float]:
+        """(weight of the RL terms, weight of the SFT term) at the current optimizer step: (1, sft_coef), or under
+        CHORD (1 - mu, mu) with mu from `chord_mu` at `state.optimizer_steps` (0 = the first update)."""
+        a = self.cfg.algorithm
+        if a.sft_schedule != "chord":
+            return 1.0, a.sft_coef
+        mu = chord_mu(self.state.optimizer_steps, a.chord_mu_warmup, a.chord_mu_decay, a.chord_mu_peak,
+                      a.chord_mu_valley)
+        return 1.0 - mu, mu
+
     def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn, metrics: Means) -> torch.Tensor:
         a = self.cfg.algorithm
         logp, entropy = self.logprobs(self.model, batch, entropy_grad=a.entropy_coef != 0)
@@ -521,11 +545,30 @@ class Trainer:
                 metrics.add("actor/kl", (kl.detach() * pg_mask).sum().item(), n_pg)
         if a.entropy_coef:
             loss = loss - a.entropy_coef * aggregate(entropy, pg_mask, a.loss_agg, pg_denom)
+        rl_weight, sft_weight = self.sft_weights()
+        if rl_weight != 1.0:
+            loss = rl_weight * loss  # CHORD: (1 - mu) x (policy loss + KL - entropy bonus)
+        rl_loss = loss
         if sft_mask.sum() > 0:
-            sft = aggregate(-logp, sft_mask, "token-mean", sft_denom)
-            loss = loss + a.sft_coef * sft
+            sft = aggregate(sft_token_loss(logp, a.chord_phi), sft_mask, "token-mean", sft_denom)
+            loss = loss + sft_weight * sft
             metrics.add("loss/sft", (-logp.detach() * sft_mask).sum().item(), sft_mask.sum().item())
+        if a.sft_schedule == "chord" and mask.sum() > 0:
+            self.log_chord_split(loss, rl_loss, logp, pg_mask, sft_mask, share, metrics)
         return loss
+
+    def log_chord_split(self, loss, rl_loss, logp, pg_mask, sft_mask, share, metrics: Means) -> None:
+        """CHORD's RL/SFT split of this micro-batch: the weighted terms as shares of the step loss (`chord/rl_term`,
+        `chord/sft_term`) and `chord/sft_grad_share` = sum |dL/dlogp| over expert tokens / over all tokens, the SFT
+        part's share of the gradient reaching the token log-probs (through which every parameter gradient but the
+        entropy bonus's flows)."""
+        rl_term = rl_loss.item()
+        metrics.add("chord/rl_term", rl_term, share)
+        metrics.add("chord/sft_term", loss.item() - rl_term, share)
+        if loss.requires_grad:
+            g = torch.autograd.grad(loss, logp, retain_graph=True)[0].abs()
+            sft_mass, rl_mass = (g * sft_mask).sum().item(), (g * pg_mask).sum().item()
+            metrics.add("chord/sft_grad_share", sft_mass, sft_mass + rl_mass)
 
     # -- held-out evaluation -------------------------------------------------------------------------------------
     @torch.no_grad()
