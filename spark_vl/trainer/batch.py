@@ -116,3 +116,26 @@ def response_values(values_BT: torch.Tensor, seqs: list[Sequence]) -> list[list[
         p, r = len(s.prompt.input_ids), len(s.response_ids)
         out.append(values_BT[b, p - 1 : p - 1 + r].tolist())
     return out
+
+
+def mini_batches(seqs: list[Sequence], num_minis: int) -> list[list[Sequence]]:
+    """Shuffle policy sequences into `num_minis` optimizer-step mini-batches; expert sequences are dealt
+    round-robin over them, so the supervised term is spread over every update."""
+    policy = [s for s in seqs if not s.is_expert]
+    experts = [s for s in seqs if s.is_expert]
+    order = torch.randperm(len(policy)).tolist()
+    minis = split_even([policy[i] for i in order], num_minis)
+    for i, s in enumerate(experts):
+        minis[i % num_minis].append(s)
+    return minis
+
+
+def split_even(items: list, parts: int) -> list[list]:
+    """`parts` consecutive chunks whose sizes differ by at most one (some empty if items are few)."""
+    q, r = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + q + (1 if i < r else 0)
+        out.append(items[start:end])
+        start = end
+    return out

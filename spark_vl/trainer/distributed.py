@@ -179,3 +179,12 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def zero_loss(model) -> torch.Tensor:
+    return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+
+
+def grad_norm(model) -> float:
+    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0

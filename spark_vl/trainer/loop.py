@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
@@ -35,7 +32,6 @@ from spark_vl.config import Config, ConfigError, Derived, derived, dump_yaml, va
 from spark_vl.data.prompts import prompt_key
 from spark_vl.models import load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
-from spark_vl.plan import plan_summary
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, engine_class, make_engine
@@ -44,7 +40,7 @@ from spark_vl.spark.aux_queue import waterfill
 from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer import spo as spo_glue
-from spark_vl.trainer.batch import Sequence, collate, response_values
+from spark_vl.trainer.batch import Sequence, collate, mini_batches, response_values, split_even
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
 from spark_vl.trainer.distributed import (
     DistInfo,
@@ -53,12 +49,21 @@ from spark_vl.trainer.distributed import (
     build_engine,
     build_frozen_copy,
     build_judge,
+    grad_norm,
     init_distributed,
     zero3_loading,
+    zero_loss,
 )
 from spark_vl.trainer.metrics import Means, MetricsLogger, record_group_metrics, write_samples
 from spark_vl.trainer.report import write_report
 from spark_vl.trainer.spark_phase import SparkPhase, label_experts
+from spark_vl.trainer.startup import (
+    TrainingAborted,
+    check_output_dir,
+    print_memory_plan,
+    progress_bar,
+    seed_everything,
+)
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
 
 log = logging.getLogger("spark_vl.train")
@@ -129,7 +134,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
 
     if state.step == 0:
         logger.log(0, run_eval())
-    progress = _progress(cfg, dist, state.step)
+    progress = progress_bar(cfg, dist, state.step)
     n = cfg.rollout.samples_per_prompt
     for step in range(state.step + 1, cfg.trainer.rollout_steps + 1):
         metrics = Means()
@@ -210,10 +215,6 @@ def train(cfg: Config, resume: str | None = None) -> Path:
                      state, spark.summary() if spark is not None else None, source.build.examples)
     logger.close()
     return run_dir
-
-
-class TrainingAborted(RuntimeError):
-    """The run cannot continue (e.g. repeated non-finite losses); the message says why."""
 
 
 @dataclass
@@ -607,70 +608,3 @@ class Trainer:
                 if key.startswith(prefix):
                     metrics.add(f"bench/{name}/{key[len(prefix):]}", value * weight, weight)
         return metrics.reduce(self.dist.device)
-
-
-def zero_loss(model) -> torch.Tensor:
-    return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
-
-
-def grad_norm(model) -> float:
-    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-    return float(torch.stack(grads).norm()) if grads else 0.0
-
-
-def mini_batches(seqs: list[Sequence], num_minis: int) -> list[list[Sequence]]:
-    """Shuffle policy sequences into `num_minis` optimizer-step mini-batches; expert sequences are dealt
-    round-robin over them, so the supervised term is spread over every update."""
-    policy = [s for s in seqs if not s.is_expert]
-    experts = [s for s in seqs if s.is_expert]
-    order = torch.randperm(len(policy)).tolist()
-    minis = split_even([policy[i] for i in order], num_minis)
-    for i, s in enumerate(experts):
-        minis[i % num_minis].append(s)
-    return minis
-
-
-def split_even(items: list, parts: int) -> list[list]:
-    """`parts` consecutive chunks whose sizes differ by at most one (some empty if items are few)."""
-    q, r = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + q + (1 if i < r else 0)
-        out.append(items[start:end])
-        start = end
-    return out
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def print_memory_plan(cfg: Config, dist: DistInfo) -> None:
-    """The memory plan's one line (`spark-vl plan` has the table); a warning when it does not fit."""
-    cuda = dist.device.type == "cuda"
-    gpu_memory = torch.cuda.get_device_properties(dist.device).total_memory if cuda else None
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
-    line, fits = plan_summary(cfg, dist.world_size, gpu_memory=gpu_memory, gpus_per_node=per_node)
-    print(line if cuda else f"{line} (assumes 80 GiB GPUs; this run is on CPU)")
-    if not fits:
-        log.warning("%s", line)
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail at start, not after an hour, if the run directory cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise TrainingAborted(f"trainer.output_dir={path} is not writable: {err}") from None
-
-
-def _progress(cfg: Config, dist: DistInfo, initial: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=cfg.trainer.rollout_steps, initial=initial, desc="train", dynamic_ncols=True,
-                disable=not (dist.is_main and cfg.logging.progress))

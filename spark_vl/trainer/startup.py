@@ -1,0 +1,57 @@
+"""What `train()` does before its first step: seeds, the run directory check, the memory plan's line, the progress
+bar. Kept out of loop.py so the loop reads as the loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spark_vl.config import Config
+from spark_vl.plan import plan_summary
+from spark_vl.trainer.distributed import DistInfo
+
+log = logging.getLogger("spark_vl.train")
+
+
+class TrainingAborted(RuntimeError):
+    """The run cannot continue (e.g. repeated non-finite losses); the message says why."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def print_memory_plan(cfg: Config, dist: DistInfo) -> None:
+    """The memory plan's one line (`spark-vl plan` has the table); a warning when it does not fit."""
+    cuda = dist.device.type == "cuda"
+    gpu_memory = torch.cuda.get_device_properties(dist.device).total_memory if cuda else None
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+    line, fits = plan_summary(cfg, dist.world_size, gpu_memory=gpu_memory, gpus_per_node=per_node)
+    print(line if cuda else f"{line} (assumes 80 GiB GPUs; this run is on CPU)")
+    if not fits:
+        log.warning("%s", line)
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail at start, not after an hour, if the run directory cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise TrainingAborted(f"trainer.output_dir={path} is not writable: {err}") from None
+
+
+def progress_bar(cfg: Config, dist: DistInfo, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.trainer.rollout_steps, initial=initial, desc="train", dynamic_ncols=True,
+                disable=not (dist.is_main and cfg.logging.progress))
