@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # gpu_check.sh puts it on PYTHONPATH (the tree is not installed there)
 
 PEAK_FLOPS = 989e12  # H100/H200 SXM dense bf16
 GiB = 2**30

@@ -3,6 +3,7 @@ the project's DeepSpeed config, chunked log-probs, one step) and the markdown ta
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,9 @@ def test_gpu_check_dry_run(tmp_path):
 
 
 def test_gpu_check_phase_configs_validate_and_fit_an_h100():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import gpu_check
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
 
     for size, stage, offload in gpu_check.PHASES:
         cfg = gpu_check.phase_config(size, stage, offload, steps=3)
