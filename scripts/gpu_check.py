@@ -64,6 +64,7 @@ def phase_config(size: str, stage: int, offload: bool, steps: int):
         f"model.path={name}", "model.gradient_checkpointing=true", f"model.max_pixels={img * 28 * 28}",
         f"data.max_prompt_length={seq // 2}", f"rollout.max_new_tokens={seq - seq // 2}",
         f"trainer.micro_batch_size={mb}", f"trainer.prompts_per_step={mb}", "rollout.samples_per_prompt=1",
+        "algorithm.advantage=spo",  # one sequence per prompt (the check times the update, not the estimator)
         f"trainer.sequences_per_optimizer_step={mb}", f"trainer.rollout_steps={steps}", "algorithm.kl_coef=0",
         f"deepspeed.zero_stage={stage}", f"deepspeed.offload_optimizer={str(offload).lower()}",
         "rollout.generation_batch_size=1",
