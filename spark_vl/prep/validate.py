@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from spark_vl.data.answers import question_key
 from spark_vl.data.images import ImageInfo, describe_ref
 from spark_vl.data.prompts import IMAGE_PLACEHOLDER, strip_image_placeholders
-from spark_vl.data.rows import Skipped, SkipRow
+from spark_vl.data.rows import Skipped, SkipRow, check_row
 from spark_vl.types import Sample
 
 LISTED_PER_KIND = 2000  # rows listed per kind in report.json; the counts are always complete
@@ -214,6 +214,10 @@ class AnswerCheck:
 
 def check_text(sample: Sample) -> list[tuple[str, str]]:
     """(kind, detail) for the text problems of a sample."""
+    try:
+        check_row(sample)  # text that does not encode, values out of range: nothing else can be checked
+    except SkipRow as err:
+        return [(err.kind, str(err))]
     problems = []
     if not strip_image_placeholders(sample.problem or ""):
         problems.append(("empty_question", "the question is empty"))

@@ -1,0 +1,130 @@
+"""Fault tests (issue 16, docs/RELIABILITY.md): inputs a user can give that must never hang, crash or mislead.
+
+Each test names the fault it injects. Hangs are run in a subprocess with a deadline, so a regression fails the
+test instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from spark_vl.config import RewardConfig
+from spark_vl.data.prepared import load_samples
+from spark_vl.rewards import check, verify
+from spark_vl.rewards.normalize import clean_latex
+from spark_vl.rewards.score import score_groups
+from spark_vl.types import Prompt, Rollout, RolloutGroup, Sample
+
+verify_module = sys.modules["spark_vl.rewards.verify"]
+
+
+def _run_bounded(code: str, deadline_s: float = 30.0) -> tuple[str, float]:
+    """Run `code` in a fresh interpreter; fail (not hang) when it takes longer than `deadline_s`."""
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                              timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {deadline_s} s: {code.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, time.monotonic() - start
+
+
+# ---------------------------------------------------------------------------------------------- 1. data never hangs
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_out_of_range_row_values_are_skipped_at_load(tmp_path):
+    good = {"id": "ok", "problem": "What is 1.25?", "answer": "1.25", "precision": 2, "tolerance": 0.01}
+    rows = [
+        good,
+        {**good, "id": "huge_precision", "precision": 100000000},
+        {**good, "id": "negative_precision", "precision": -1},
+        {**good, "id": "float_precision", "precision": 1.5},
+        {**good, "id": "nan_tolerance", "tolerance": float("nan")},
+        {**good, "id": "inf_tolerance", "tolerance": float("inf")},
+        {**good, "id": "negative_tolerance", "tolerance": -1},
+        {**good, "id": "many_choices", "answer": "A", "choices": [str(i) for i in range(27)]},
+        {**good, "id": "huge_answer", "answer": "1" * 5000},
+    ]
+    result = load_samples(str(_jsonl(tmp_path / "rows.jsonl", rows)))
+    assert [s.uid for s in result.samples] == ["ok"]
+    reasons = {s.row: s.reason for s in result.skipped}
+    assert set(reasons) == {r["id"] for r in rows[1:]}
+    assert "precision" in reasons["huge_precision"] and "tolerance" in reasons["inf_tolerance"]
+    assert "choices" in reasons["many_choices"] and "answer" in reasons["huge_answer"]
+
+
+def test_verifier_bounds_precision_it_is_handed():
+    """The same value handed straight to the verifier (eval, custom loaders) is refused, not computed."""
+    out, elapsed = _run_bounded("""
+        from spark_vl.rewards import check
+        r = check("1.5", "1.5", precision=100000000)
+        print(r.correct, r.gold_error is not None)
+        r = check("1.5", "1.5", tolerance=float("inf"))
+        print(r.correct, r.gold_error is not None)
+    """)
+    assert out.split() == ["False", "True", "False", "True"]
+    assert elapsed < 30
+
+
+def test_markdown_stripping_keeps_python_powers():
+    assert clean_latex("**5**") == "5" and clean_latex("`x`") == "x"
+    assert clean_latex("10**10**10") == "10**10**10"
+    assert not verify("10**10**10", "101010")
+    assert verify("**101010**", "101010")
+
+
+def _group(answer: str, texts: list[str]) -> RolloutGroup:
+    sample = Sample(uid=f"u-{answer}", problem="?", answer=answer)
+    prompt = Prompt(uid=sample.uid, messages=[], images=[], sample=sample)
+    return RolloutGroup(prompt, [Rollout(prompt=prompt, token_ids=[1], text=t) for t in texts])
+
+
+def test_verifier_timeouts_are_counted_and_a_slow_gold_is_not_retried(monkeypatch):
+    """Every symbolic comparison times out (as if the gold itself were a power tower): the timeouts are
+    counted per rollout, and once the gold alone is found to time out it is no longer sent to the worker."""
+    from spark_vl.trainer.metrics import Means, record_group_metrics
+
+    calls = []
+
+    def slow(pred, gold, timeout_s):
+        calls.append((pred, gold))
+        return None  # the worker was killed at the limit
+
+    monkeypatch.setattr(verify_module, "symbolic_compare", slow)
+    gold = "\\sqrt{x^{9^{9}}}+y"
+    groups = [_group(gold, [f"\\boxed{{\\sqrt{{x+{k}}}}}" for k in range(4)])]
+    score_groups(groups, RewardConfig(timeout_s=0.1))
+    metrics = Means()
+    record_group_metrics(groups, "", metrics)
+    reduced = metrics.reduce("cpu")
+    # first rollout: its comparison and the probe of the gold alone; the other three are not sent
+    assert len(calls) == 2 and calls[1] == (gold, gold)
+    assert reduced["reward/verifier_timeouts"] == 2.0
+    assert all(r.reward.parts["accuracy"] == 0.0 for r in groups[0].rollouts)
+    assert check("\\sqrt{x+1}", gold).layer == "slow-gold"
+
+
+def test_a_prediction_timeout_does_not_condemn_its_gold(monkeypatch):
+    calls = []
+
+    def slow_pred(pred, gold, timeout_s):
+        calls.append(pred)
+        return None if pred != gold else {"equal": True, "gold_ok": True}
+
+    monkeypatch.setattr(verify_module, "symbolic_compare", slow_pred)
+    gold = "\\sqrt{z}+w"
+    assert check("9^{9^{x}}", gold).layer == "symbolic-timeout"
+    assert check("9^{9^{y}}", gold).layer == "symbolic-timeout"
+    assert calls == ["9^{9^{x}}", gold, "9^{9^{y}}"]  # the gold is probed once, found fine, and kept
