@@ -47,6 +47,12 @@ class Skipped:
     kind: str
     reason: str
 
+    def __post_init__(self) -> None:
+        # Reports print and write these: a row id or reason holding a lone surrogate must not crash them.
+        for name in ("row", "reason"):
+            value = str(getattr(self, name))
+            object.__setattr__(self, name, value.encode("utf-8", "backslashreplace").decode("utf-8"))
+
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
@@ -102,7 +108,10 @@ def unencodable(value: Any, where: str = "") -> str | None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as err:
-            return f"{where or 'text'}: {err.reason} {value[err.start:err.end]!r} at character {err.start}"
+            code = ord(value[err.start])
+            what = (f"byte 0x{code - 0xDC00:02X} that is not UTF-8" if 0xDC80 <= code <= 0xDCFF
+                    else f"lone surrogate U+{code:04X}")
+            return f"{where or 'text'}: a {what} at character {err.start}"
         return None
     if isinstance(value, dict):
         items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]

@@ -128,3 +128,45 @@ def test_a_prediction_timeout_does_not_condemn_its_gold(monkeypatch):
     assert check("9^{9^{x}}", gold).layer == "symbolic-timeout"
     assert check("9^{9^{y}}", gold).layer == "symbolic-timeout"
     assert calls == ["9^{9^{x}}", gold, "9^{9^{y}}"]  # the gold is probed once, found fine, and kept
+
+
+# ------------------------------------------------------------------------------------- 3. one bad text row = one row
+
+
+def _bad_text_file(tmp_path, suffix=".jsonl"):
+    """Three good rows, one with a lone surrogate (valid JSON), one with a byte that is not UTF-8."""
+    lines = [json.dumps({"id": f"ok{i}", "problem": f"What is {i}+1?", "answer": str(i + 1)}).encode()
+             for i in range(3)]
+    lines.insert(1, b'{"id": "surrogate", "problem": "What is \\ud800?", "answer": "1"}')
+    lines.insert(3, b'{"id": "latin1", "problem": "Caf\xe9 bill: 3 + 4?", "answer": "7"}')
+    path = tmp_path / f"rows{suffix}"
+    if suffix == ".json":
+        path.write_bytes(b"[" + b",\n".join(lines) + b"]")
+    else:
+        path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_bad_text_rows_are_skipped_with_their_reason(tmp_path, suffix):
+    result = load_samples(str(_bad_text_file(tmp_path, suffix)))
+    assert [s.uid for s in result.samples] == ["ok0", "ok1", "ok2"]
+    assert len(result.skipped) == 2 and {s.kind for s in result.skipped} == {"bad_text"}
+    reasons = " ".join(s.reason for s in result.skipped)
+    assert "surrogate" in reasons and ("UTF-8" in reasons or "utf-8" in reasons)
+
+
+def test_data_validate_and_prepare_skip_bad_text_rows(tmp_path, capsys):
+    from spark_vl.cli import main as spark_vl
+
+    src = _bad_text_file(tmp_path)
+    assert spark_vl(["data", "validate", str(src), "--no-answer-check"]) == 0
+    assert "bad_text" in capsys.readouterr().out
+    out = tmp_path / "prepared"
+    code = spark_vl(["data", "prepare", "generic", "--source", str(src), "--out", str(out), "--licence", "MIT",
+                     "--no-answer-check"])
+    assert code == 0
+    prepared = load_samples(str(out))
+    assert len(prepared.samples) == 3 and all("ok" in s.uid for s in prepared.samples)
+    counts = json.loads((out / "report.json").read_text())["counts"]
+    assert counts.get("bad_text") == 2, counts
