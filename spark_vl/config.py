@@ -159,7 +159,8 @@ class TrainerConfig:
     # (mathvista=/data/MathVista) or any other name for a prepared dataset; eval.limit items each,
     # eval.protocol, logged as bench/<name>/<metric>.
     eval_benchmarks: list[str] = field(default_factory=list)
-    max_bad_steps: int = 3  # consecutive non-finite losses before the run aborts
+    max_bad_steps: int = 3  # consecutive steps with a non-finite loss or gradient norm before the run aborts
+    overwrite: bool = False  # start fresh in an output_dir holding an earlier run: delete its checkpoints and logs
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spark_vl.config import Config, Derived
+from spark_vl.config import Config, ConfigError, Derived
 from spark_vl.models import load_model
 
 
@@ -48,7 +48,7 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
     if device_pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
+        raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)

@@ -28,12 +28,12 @@ import torch
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
-from spark_vl.config import Config, ConfigError, Derived, derived, dump_yaml, validate
+from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.models import load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
 from spark_vl.plan import plan_summary
 from spark_vl.rewards import has_gold, score_groups
-from spark_vl.rollout import RolloutEngine, engine_class, make_engine
+from spark_vl.rollout import RolloutEngine, make_engine
 from spark_vl.spark import judge_score
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer.batch import Sequence, collate, response_values
@@ -48,6 +48,7 @@ from spark_vl.trainer.distributed import (
     zero3_loading,
 )
 from spark_vl.trainer.metrics import Means, MetricsLogger, record_group_metrics, write_samples
+from spark_vl.trainer.preflight import preflight
 from spark_vl.trainer.report import write_report
 from spark_vl.trainer.spark_phase import SparkPhase, label_experts
 from spark_vl.types import Prompt, RolloutGroup, SamplingParams
@@ -59,13 +60,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     """Run training as configured; returns the run directory."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_dir = Path(cfg.trainer.output_dir)
-    check_output_dir(run_dir)
     dist = init_distributed(cfg.trainer.device)
     validate(cfg, dist.world_size)
-    try:
-        engine_class(cfg.rollout.backend)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    preflight(cfg, resume, dist.is_main)  # paths, names, device, output folder, --resume: one line, before any load
     plan = derived(cfg, dist.world_size)
     if dist.is_main:
         resolved = dump_yaml(cfg)
@@ -93,7 +90,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     if resume:
         path = ckpt.resolve_checkpoint(resume, run_dir)
         saved = ckpt.load_checkpoint(engine, path)
-        state = saved["state"]
+        state = TrainState(**saved["state"])  # stored as plain values (a checkpoint is loaded weights_only)
         source.load_state_dict(saved["data"])
         if spark is not None:
             spark.load_state_dict(state.algorithm.get("spark", {}))
@@ -532,17 +529,6 @@ def print_memory_plan(cfg: Config, dist: DistInfo) -> None:
     print(line if cuda else f"{line} (assumes 80 GiB GPUs; this run is on CPU)")
     if not fits:
         log.warning("%s", line)
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail at start, not after an hour, if the run directory cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise TrainingAborted(f"trainer.output_dir={path} is not writable: {err}") from None
 
 
 def _progress(cfg: Config, dist: DistInfo, initial: int):

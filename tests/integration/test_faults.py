@@ -1,0 +1,174 @@
+"""Fault tests on the real trainer (issue 16, docs/RELIABILITY.md): kills, doctored and used run folders.
+
+One short run (2 steps, a checkpoint each) is trained once per module and copied for each test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from spark_vl.cli import main as spark_vl
+from spark_vl.config import ConfigError
+from spark_vl.models.export import list_checkpoints, resolve_checkpoint
+from spark_vl.trainer.loop import train
+
+from ._train_utils import clean_env, fast_config, read_metrics
+
+STEPS = ["trainer.rollout_steps=2", "trainer.save_every=1", "trainer.keep_last=3"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    return train(fast_config(tmp_path_factory.mktemp("faults") / "run", *STEPS))
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+# ------------------------------------------------------------------------ 2. a run never loses its checkpoints
+
+
+def test_fresh_start_in_a_used_folder_refuses_naming_the_flags(run):
+    with pytest.raises(ConfigError, match=r"--resume latest.*trainer\.overwrite=true"):
+        train(fast_config(run, "trainer.rollout_steps=1", "trainer.save_every=1"))
+    assert [c.name for c in list_checkpoints(run)] == ["step-000001", "step-000002"]
+
+
+def test_overwrite_starts_clean_and_keeps_its_own_checkpoints(run):
+    train(fast_config(run, "trainer.rollout_steps=1", "trainer.save_every=1", "trainer.overwrite=true"))
+    assert [c.name for c in list_checkpoints(run)] == ["step-000001"]  # the old step-000002 is gone, not resumed
+    assert [m["step"] for m in read_metrics(run)] == [0, 1]
+    assert resolve_checkpoint("latest", run).name == "step-000001"
+
+
+def test_incomplete_step_folders_are_never_chosen(run):
+    torn = run / "checkpoints" / "step-000003"
+    shutil.copytree(run / "checkpoints" / "step-000002", torn)
+    (torn / "COMPLETE").unlink(missing_ok=True)
+    (torn / "engine" / "state" / "mp_rank_00_model_states.pt").write_bytes(b"torn")
+    assert resolve_checkpoint("latest", run).name == "step-000002"
+    assert [c.name for c in list_checkpoints(run)] == ["step-000001", "step-000002"]
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        resolve_checkpoint(str(torn), run)
+    assert spark_vl(["export", str(run), str(run / "exported")]) == 0  # the newest complete one
+
+
+def test_replacing_a_checkpoint_of_the_same_step_is_atomic(run, monkeypatch):
+    """A crash between 'old out' and 'new in' leaves the old checkpoint aside, never no checkpoint at all."""
+    from spark_vl.trainer import checkpoint as ckpt
+
+    new = run / "checkpoints" / ".tmp-step-000002"
+    shutil.copytree(run / "checkpoints" / "step-000001", new)
+    renames = []
+    real_rename = Path.rename
+
+    def rename(self, target):
+        renames.append((Path(self).name, Path(target).name))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: renames.append(("rmtree", Path(a[0]).name)))
+    ckpt.replace_dir(new, run / "checkpoints" / "step-000002")
+    assert renames == [("step-000002", ".old-step-000002"), (".tmp-step-000002", "step-000002"),
+                       ("rmtree", ".old-step-000002")]
+
+
+def test_torn_metrics_line_and_samples_are_cut_to_the_resume_point(run):
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "reward/mean": 0.')  # killed mid-write
+    (run / "samples.jsonl").write_text("".join(json.dumps({"step": s, "uid": "x"}) + "\n" for s in (1, 2, 3)))
+    shutil.rmtree(run / "checkpoints" / "step-000002")
+    train(fast_config(run, "trainer.rollout_steps=2", "trainer.save_every=1", "trainer.keep_last=3"),
+          resume="latest")
+    assert [m["step"] for m in read_metrics(run)] == [0, 1, 2]
+    samples = [json.loads(line)["step"] for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples == [1, 2] or samples == [1]  # the old lines after step 1 are gone (step 2 rewrote its own)
+    assert 3 not in samples
+
+
+def test_kill_then_resume_latest_gives_the_uninterrupted_metrics(finished, tmp_path):
+    """SIGKILL a 4-step run right after its second checkpoint, then resume: metrics equal a run never killed."""
+    out = tmp_path / "killed"
+    overrides = ["trainer.rollout_steps=4", "trainer.save_every=1", "trainer.keep_last=3"]
+    cmd = [sys.executable, "-m", "spark_vl.cli", "train", "--config", "configs/demo_cpu.yaml",
+           *fast_overrides(), f"trainer.output_dir={out}", *overrides]
+    proc = subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not (out / "checkpoints" / "step-000002" / "COMPLETE").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    train(fast_config(out, *overrides), resume="latest")
+    full = train(fast_config(tmp_path / "full", *overrides))
+    a = {m["step"]: m for m in read_metrics(full)}
+    b = {m["step"]: m for m in read_metrics(out)}
+    assert sorted(a) == sorted(b) == [0, 1, 2, 3, 4]
+    for step in a:
+        for k in a[step]:
+            if not k.startswith("time/"):
+                assert a[step][k] == pytest.approx(b[step][k], rel=1e-6, abs=1e-7, nan_ok=True), (step, k)
+
+
+def fast_overrides() -> list[str]:
+    from ._train_utils import FAST
+
+    return list(FAST)
+
+
+# ------------------------------------------------------------------------------ 4. loading a checkpoint runs no code
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _doctor(file: Path, marker: Path) -> None:
+    state = torch.load(file, weights_only=False)
+    state["payload"] = _Payload(marker)
+    torch.save(state, file)
+
+
+def test_doctored_trainer_state_is_refused_on_resume(run, tmp_path):
+    marker = tmp_path / "pwned"
+    _doctor(run / "checkpoints" / "step-000002" / "trainer_state_rank0.pt", marker)
+    with pytest.raises(Exception, match="trainer_state_rank0.pt"):
+        train(fast_config(run, "trainer.rollout_steps=3", "trainer.save_every=1"), resume="latest")
+    assert not marker.exists()
+
+
+def test_doctored_engine_state_is_refused_on_resume_and_export(run, tmp_path):
+    marker = tmp_path / "pwned"
+    _doctor(run / "checkpoints" / "step-000002" / "engine" / "state" / "mp_rank_00_model_states.pt", marker)
+    with pytest.raises(Exception, match="mp_rank_00_model_states.pt"):
+        train(fast_config(run, "trainer.rollout_steps=3", "trainer.save_every=1"), resume="latest")
+    assert not marker.exists()
+    assert spark_vl(["export", str(run), str(tmp_path / "exported")]) == 1
+    assert not marker.exists()
+
+
+def test_doctored_zero_optimizer_state_is_refused_on_export(tmp_path):
+    run = train(fast_config(tmp_path / "z2", "trainer.rollout_steps=1", "deepspeed.zero_stage=2"))
+    marker = tmp_path / "pwned"
+    (optim,) = (list_checkpoints(run)[-1] / "engine" / "state").glob("*optim_states.pt")
+    _doctor(optim, marker)
+    assert spark_vl(["export", str(run), str(tmp_path / "exported")]) == 1
+    assert not marker.exists()
