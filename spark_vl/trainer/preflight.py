@@ -27,6 +27,7 @@ from spark_vl.rollout import engine_class
 # What a run writes into trainer.output_dir; `trainer.overwrite=true` deletes these before a fresh start.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "samples.jsonl", "tensorboard", "summary.md", "curves.png")
 DATA_BUILTINS = ("builtin:synthetic",)
+FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".arrow", ".csv", ".yaml", ".bin", ".safetensors")
 
 
 def preflight(cfg: Config, resume: str | None, is_main: bool = True) -> None:
@@ -58,7 +59,7 @@ def preflight(cfg: Config, resume: str | None, is_main: bool = True) -> None:
 def _local_typo(text: str) -> bool:
     """A path that cannot be a hub id `owner/name`: it starts like a path, has more parts, or its first part is a
     local folder (runs/exprt when runs/ exists)."""
-    return (not HUB_ID.match(text) or text.startswith((".", "/", "~"))
+    return (not HUB_ID.match(text) or text.startswith((".", "/", "~")) or text.endswith(FILE_SUFFIXES)
             or Path(text.split("/", 1)[0]).expanduser().exists())
 
 

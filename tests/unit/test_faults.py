@@ -170,3 +170,43 @@ def test_data_validate_and_prepare_skip_bad_text_rows(tmp_path, capsys):
     assert len(prepared.samples) == 3 and all("ok" in s.uid for s in prepared.samples)
     counts = json.loads((out / "report.json").read_text())["counts"]
     assert counts.get("bad_text") == 2, counts
+
+
+# ------------------------------------------------------------------------- 6. numbers as users type them; bad values
+
+
+def test_numbers_typed_the_usual_way_parse(tmp_path):
+    from spark_vl.config import load_config
+
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("trainer:\n  lr: 1e-5\n  min_lr_ratio: 1E-1\nalgorithm:\n  kl_coef: 5e-4\n")
+    cfg = load_config(preset, ["trainer.weight_decay=1e-2", "rollout.temperature=7e-1"])
+    assert (cfg.trainer.lr, cfg.trainer.min_lr_ratio, cfg.algorithm.kl_coef) == (1e-5, 0.1, 5e-4)
+    assert (cfg.trainer.weight_decay, cfg.rollout.temperature) == (0.01, 0.7)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.lr=.nan", "trainer.lr"),
+    ("trainer.lr=nan", "trainer.lr"),
+    ("trainer.lr=inf", "trainer.lr"),
+    ("rollout.temperature=.nan", "rollout.temperature"),
+    ("algorithm.kl_coef=-.inf", "algorithm.kl_coef"),
+    ("algorithm.kl_coef=nan", "algorithm.kl_coef"),
+    ("reward.timeout_s=0", "reward.timeout_s"),
+    ("reward.num_workers=-1", "reward.num_workers"),
+    ("trainer.lr=abc", "trainer.lr"),
+])
+def test_bad_numbers_are_refused_with_the_reason(override, message):
+    from spark_vl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("advantage", ["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"])
+def test_one_sample_per_prompt_with_a_group_advantage_is_refused(advantage):
+    from spark_vl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="samples_per_prompt=1"):
+        load_config(None, ["rollout.samples_per_prompt=1", "trainer.sequences_per_optimizer_step=8",
+                           f"algorithm.advantage={advantage}"])
