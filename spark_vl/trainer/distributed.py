@@ -39,10 +39,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(device_pref: str = "auto") -> DistInfo:
-    """Initialise torch.distributed through DeepSpeed; a plain process becomes rank 0 of 1."""
+def _deepspeed():
+    """Import deepspeed. In a one-process run its CPU comm backend would still JIT-compile the shared-memory
+    all-reduce op (about a minute on first use, into ~/.cache/torch_extensions) although one process exchanges
+    nothing: mark that op unavailable, which is DeepSpeed's own fallback to plain torch.distributed. Must run
+    before DeepSpeed creates its comm backend (deepspeed.initialize, zero.Init)."""
     import deepspeed
 
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1:
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # ShareMemCommBuilder.NAME
+    return deepspeed
+
+
+def init_distributed(device_pref: str = "auto") -> DistInfo:
+    """Initialise torch.distributed (through DeepSpeed when there are several processes); a plain process becomes
+    rank 0 of 1 and imports no DeepSpeed yet, so a config error is reported before DeepSpeed's start-up noise."""
     if "RANK" not in os.environ:  # plain `python`/`spark-vl` run: no launcher, no MPI discovery
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -56,7 +67,13 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     else:
         device = torch.device("cpu")
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        if os.environ.get("WORLD_SIZE", "1") == "1":
+            torch.distributed.init_process_group(backend, rank=0, world_size=1)
+        else:
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend=backend)
     return DistInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank, device)
 
 
@@ -105,7 +122,7 @@ def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
     """Wrap `model` in a DeepSpeed engine with AdamW and the warm-up + cosine schedule."""
-    import deepspeed
+    deepspeed = _deepspeed()
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -129,6 +146,7 @@ def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
     whole: they are tiny, and identical initialisation across world sizes is tested)."""
     if cfg.deepspeed.zero_stage != 3 or cfg.model.path.startswith("builtin:"):
         return None
+    _deepspeed()  # before zero.Init creates DeepSpeed's comm backend
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(deepspeed_config(cfg, derived, dtype))
@@ -137,7 +155,7 @@ def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
 def build_frozen_copy(cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
     """A frozen copy of the initial policy: the KL reference and SPARK's `recycle_from: initial` model (one copy
     serves both). ZeRO-3 partitions it like the policy."""
-    import deepspeed
+    deepspeed = _deepspeed()
 
     ref, _ = load_model(cfg.model, dist.device)
     ref.eval().requires_grad_(False)

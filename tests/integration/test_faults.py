@@ -172,3 +172,54 @@ def test_doctored_zero_optimizer_state_is_refused_on_export(tmp_path):
     _doctor(optim, marker)
     assert spark_vl(["export", str(run), str(tmp_path / "exported")]) == 1
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------ 6. every user mistake: one line, exit 2, no load
+
+
+def _train_cli(tmp_path, capsys, *overrides: str, resume: str | None = None) -> tuple[int, str, float]:
+    argv = ["train", "--config", "configs/demo_cpu.yaml", f"trainer.output_dir={tmp_path / 'out'}", *overrides]
+    start = time.monotonic()
+    code = spark_vl(argv + (["--resume", resume] if resume else []))
+    return code, capsys.readouterr().err.strip(), time.monotonic() - start
+
+
+@pytest.mark.parametrize(("overrides", "resume", "message"), [
+    (["data.train=[missing/rows.jsonl]"], None, "data.train entry 'missing/rows.jsonl' does not exist"),
+    (["data.val=[./nope.parquet]"], None, "data.val entry './nope.parquet' does not exist"),
+    (["model.path=./checkpoints/qwen"], None, "model.path='./checkpoints/qwen' is neither"),
+    (["model.path=tests/no-such-model"], None, "model.path='tests/no-such-model' is neither"),
+    (["model.path=builtin:tiny-llama"], None, "not a builtin model"),
+    (["data.format_template=boxxed"], None, "data.format_template='boxxed'"),
+    (["reward.name=maths"], None, "maths"),
+    (["deepspeed.config_file=missing_ds.json"], None, "deepspeed.config_file='missing_ds.json'"),
+    (["trainer.device=cuda"], None, "trainer.device=cuda"),
+    ([], "latest", "--resume latest: no complete checkpoint"),
+    (["trainer.lr=1e-5", "trainer.output_dir=/proc/forbidden"], None, "not writable"),
+])
+def test_user_mistakes_exit_2_with_one_line_before_any_load(tmp_path, capsys, monkeypatch, overrides, resume,
+                                                            message):
+    from spark_vl.trainer import loop
+
+    if "trainer.device=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    monkeypatch.setattr(loop, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, err, _ = _train_cli(tmp_path, capsys, *overrides, resume=resume)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert message in err, err
+
+
+# --------------------------------------------------------------------- 8. a one-process run compiles nothing
+
+
+def test_one_process_run_builds_no_communication_extension(tmp_path):
+    """DeepSpeed's CPU comm backend JIT-builds its shared-memory op on first use; one process must not need it."""
+    extensions = tmp_path / "torch_extensions"
+    extensions.mkdir()
+    cmd = [sys.executable, "-m", "spark_vl.cli", "train", "--config", "configs/demo_cpu.yaml", *fast_overrides(),
+           "trainer.rollout_steps=1", "trainer.save_every=0", f"trainer.output_dir={tmp_path / 'run'}"]
+    done = subprocess.run(cmd, env=clean_env(TORCH_EXTENSIONS_DIR=str(extensions)), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "built successfully" not in done.stdout + done.stderr
+    assert not any(extensions.iterdir()), sorted(p.name for p in extensions.rglob("*"))
