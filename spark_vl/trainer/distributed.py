@@ -131,12 +131,24 @@ def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: to
     optimizer = torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=dist.device.type == "cuda"
     )
+    optimizer.register_step_pre_hook(_finite_grads_when_skipping)
     total, warmup, min_ratio = derived.total_optimizer_steps, derived.warmup_steps, t.min_lr_ratio
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, min_ratio))
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, derived, dtype)
     )
     return engine
+
+
+def _finite_grads_when_skipping(optimizer, args, kwargs) -> None:
+    """Pre-step hook of the base optimizer (it sees the fp32 partitions under ZeRO): a skipped step (lr 0,
+    `Trainer._optimizer_step`) must not feed NaN/inf gradients into Adam's moments, from where 0 x NaN would still
+    reach the weights; those entries become 0, finite gradients are kept (as for a non-finite loss)."""
+    if all(group["lr"] == 0.0 for group in optimizer.param_groups):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):

@@ -223,3 +223,61 @@ def test_one_process_run_builds_no_communication_extension(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "built successfully" not in done.stdout + done.stderr
     assert not any(extensions.iterdir()), sorted(p.name for p in extensions.rglob("*"))
+
+
+# --------------------------------------------------------------------- 7. divergence is caught, never applied
+
+
+class _NanGrad(torch.autograd.Function):
+    """Zero in the forward pass (the loss stays finite), NaN in the backward pass: what a blown-up lr produces."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.zeros_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
+def _nan_gradients(monkeypatch, when):
+    from spark_vl.trainer import loop
+
+    real = loop.Trainer.micro_loss
+
+    def micro_loss(self, batch, *args):
+        loss = real(self, batch, *args)
+        return loss + _NanGrad.apply(loss) if when(self.state.step) else loss
+
+    monkeypatch.setattr(loop.Trainer, "micro_loss", micro_loss)
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_non_finite_gradient_is_skipped_not_applied(tmp_path, monkeypatch, stage):
+    from spark_vl.models.export import consolidated_state_dict
+
+    _nan_gradients(monkeypatch, when=lambda step: step == 0)
+    run = train(fast_config(tmp_path / "run", "trainer.rollout_steps=2", f"deepspeed.zero_stage={stage}"))
+    metrics = read_metrics(run)
+    assert metrics[1]["actor/skipped_updates"] == 1.0  # every optimizer step of step 1 was skipped
+    assert metrics[1]["actor/nonfinite_grad_steps"] == 2.0
+    assert "actor/skipped_updates" not in metrics[2] and metrics[2]["actor/grad_norm"] > 0
+    weights = consolidated_state_dict(list_checkpoints(run)[-1])
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_persistent_non_finite_gradients_abort_with_a_message(tmp_path, monkeypatch):
+    from spark_vl.trainer.loop import TrainingAborted
+
+    _nan_gradients(monkeypatch, when=lambda step: True)
+    with pytest.raises(TrainingAborted, match="gradient"):
+        train(fast_config(tmp_path / "run", "trainer.rollout_steps=5"))
+
+
+def test_huge_learning_rate_ends_with_a_message_not_a_traceback(tmp_path):
+    """lr 1e8: the first update is finite but blows the weights up; the next gradient is NaN (skipped), and the
+    next rollout's probabilities are NaN: the run stops with what to change, not inside torch.multinomial."""
+    from spark_vl.trainer.loop import TrainingAborted
+
+    with pytest.raises(TrainingAborted, match="trainer.lr"):
+        train(fast_config(tmp_path / "run", "trainer.rollout_steps=3", "trainer.lr=1e8"))

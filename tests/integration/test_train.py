@@ -98,7 +98,7 @@ def test_non_finite_loss_skips_update_then_aborts(tmp_path, monkeypatch):
     assert "actor/skipped_updates" not in read_metrics(run)[2]
 
     monkeypatch.setattr(loop.Trainer, "micro_loss", lambda self, batch, *a: real(self, batch, *a) * float("nan"))
-    with pytest.raises(TrainingAborted, match="non-finite loss in 3 consecutive steps"):
+    with pytest.raises(TrainingAborted, match="non-finite loss or gradient norm in 3 consecutive steps"):
         train(fast_config(tmp_path / "always", "trainer.rollout_steps=5"))
 
 
