@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from spark_vl.data.answers import question_key
-from spark_vl.data.images import ImageInfo, describe_ref
+from spark_vl.data.images import MAX_IMAGE_PIXELS, ImageInfo, describe_ref
 from spark_vl.data.prompts import IMAGE_PLACEHOLDER, strip_image_placeholders
 from spark_vl.data.rows import Skipped, SkipRow, check_row
 from spark_vl.types import Sample
@@ -38,7 +38,7 @@ LISTED_PER_KIND = 2000  # rows listed per kind in report.json; the counts are al
 @dataclass
 class ValidationConfig:
     min_image_side: int = 10  # pixels; smaller images carry no information (and break some processors)
-    max_image_pixels: int = 89_478_485  # width*height; PIL's bomb-warning threshold (1/2 of its hard limit)
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # width*height; PIL's bomb-warning threshold (1/2 of its hard limit)
     max_aspect_ratio: float = 200.0  # Qwen's smart_resize refuses more extreme images
     check_answers: bool = True  # ask the verifier whether the gold answer is parseable
     dedupe: bool = True

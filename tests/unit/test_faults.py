@@ -210,3 +210,24 @@ def test_one_sample_per_prompt_with_a_group_advantage_is_refused(advantage):
     with pytest.raises(ConfigError, match="samples_per_prompt=1"):
         load_config(None, ["rollout.samples_per_prompt=1", "trainer.sequences_per_optimizer_step=8",
                            f"algorithm.advantage={advantage}"])
+
+
+# ------------------------------------------------------------------------- 5. memory bounded by the config
+
+
+def test_a_huge_image_is_decoded_down_to_max_pixels(tmp_path):
+    """A 9000x9000 PNG of a few kB: the prompt keeps at most model.max_pixels pixels, whatever the file holds."""
+    from PIL import Image
+
+    from spark_vl.config import load_config
+    from spark_vl.models.tiny import build_processor
+    from spark_vl.trainer.data import PromptBuilder
+
+    Image.new("RGB", (9000, 9000), "red").save(tmp_path / "huge.png")
+    assert (tmp_path / "huge.png").stat().st_size < 400_000
+    cfg = load_config(None, ["model.max_pixels=1048576", "data.max_prompt_length=100000"])
+    sample = Sample(uid="huge", problem="<image>What colour?", answer="red", images=["huge.png"])
+    prompt = PromptBuilder(cfg, build_processor("tiny-qwen2.5-vl"))(sample, tmp_path)
+    assert prompt is not None
+    width, height = prompt.images[0].size
+    assert width * height <= 1048576 and abs(width - height) <= 1 and width > 900
