@@ -168,7 +168,7 @@ def _check_text(pred: str, gold: str) -> Check:
     return Check(bool(normalize_text(gold)) and normalize_text(pred) == normalize_text(gold), "text")
 
 
-_slow_golds: set[str] = set()  # golds whose comparison with themselves timed out: never sent again
+_slow_golds: set[str] = set()  # golds whose comparison with 0 timed out: never sent again
 _fast_golds: set[str] = set()  # golds probed after a timeout and found fine: the prediction was to blame
 _MAX_REMEMBERED = 100_000
 
@@ -215,9 +215,10 @@ def _check_symbolic(
             return Check(False, "symbolic-off")
         timeouts = 1
         if gold not in _fast_golds:
-            # Was it the prediction or the gold? Compare the gold with itself once; a gold that times out alone
-            # would cost every rollout of its sample a full time limit, every step, so it is never sent again.
-            probe = symbolic_compare(gold, gold, timeout_s)
+            # Was it the prediction or the gold? Compare the gold with a plain 0 once (with itself math-verify may
+            # short-cut); a gold that times out there (9^{9^{9}}) would cost every rollout of its sample a full
+            # time limit, every step, so it is never sent again.
+            probe = symbolic_compare("0", gold, timeout_s)
             timeouts += probe is None
             _remember(_slow_golds if probe is None else _fast_golds, gold)
         return Check(False, "symbolic-timeout", timeouts=timeouts)

@@ -110,7 +110,7 @@ def test_verifier_timeouts_are_counted_and_a_slow_gold_is_not_retried(monkeypatc
     record_group_metrics(groups, "", metrics)
     reduced = metrics.reduce("cpu")
     # first rollout: its comparison and the probe of the gold alone; the other three are not sent
-    assert len(calls) == 2 and calls[1] == (gold, gold)
+    assert len(calls) == 2 and calls[1] == ("0", gold)
     assert reduced["reward/verifier_timeouts"] == 2.0
     assert all(r.reward.parts["accuracy"] == 0.0 for r in groups[0].rollouts)
     assert check("\\sqrt{x+1}", gold).layer == "slow-gold"
@@ -121,13 +121,13 @@ def test_a_prediction_timeout_does_not_condemn_its_gold(monkeypatch):
 
     def slow_pred(pred, gold, timeout_s):
         calls.append(pred)
-        return None if pred != gold else {"equal": True, "gold_ok": True}
+        return None if pred.startswith("9^") else {"equal": False, "gold_ok": True}
 
     monkeypatch.setattr(verify_module, "symbolic_compare", slow_pred)
     gold = "\\sqrt{z}+w"
     assert check("9^{9^{x}}", gold).layer == "symbolic-timeout"
     assert check("9^{9^{y}}", gold).layer == "symbolic-timeout"
-    assert calls == ["9^{9^{x}}", gold, "9^{9^{y}}"]  # the gold is probed once, found fine, and kept
+    assert calls == ["9^{9^{x}}", "0", "9^{9^{y}}"]  # the gold is probed once, found fine, and kept
 
 
 # ------------------------------------------------------------------------------------- 3. one bad text row = one row
