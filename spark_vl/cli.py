@@ -39,9 +39,13 @@ def _export(argv: list[str]) -> int:
     parser.add_argument("checkpoint", help="a checkpoint dir written by spark-vl train (or a run dir: its latest)")
     parser.add_argument("out", help="output folder")
     args = parser.parse_args(argv)
-    from spark_vl.models.export import export_hf  # torch and transformers: only for this command
+    from spark_vl.models.export import CheckpointError, export_hf  # torch and transformers: only for this command
 
-    path = export_hf(args.checkpoint, args.out)
+    try:
+        path = export_hf(args.checkpoint, args.out)
+    except (CheckpointError, FileNotFoundError) as err:
+        print(f"spark-vl export: {err}", file=sys.stderr)
+        return 1
     print(f"exported {path}")
     return 0
 

@@ -197,7 +197,8 @@ class TrainerConfig:
     # (mathvista=/data/MathVista) or any other name for a prepared dataset; eval.limit items each,
     # eval.protocol, logged as bench/<name>/<metric>.
     eval_benchmarks: list[str] = field(default_factory=list)
-    max_bad_steps: int = 3  # consecutive non-finite losses before the run aborts
+    max_bad_steps: int = 3  # consecutive steps with a non-finite loss or gradient norm before the run aborts
+    overwrite: bool = False  # start fresh in an output_dir holding an earlier run: delete its checkpoints and logs
 
 
 @dataclass
@@ -384,6 +385,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r} must be an integer")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string; users write it that way
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r} must be a number")
         return float(value)
@@ -396,9 +402,42 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+# Advantages computed from a prompt's group of rollouts: with one rollout per prompt they are 0 (or NaN).
+GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+
+
+def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(key, value) of every float in the config, list items included."""
+    out = []
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += _numbers(value, f"{key}.")
+        elif isinstance(value, float):
+            out.append((key, value))
+        elif isinstance(value, list):
+            out += [(f"{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, float)]
+    return out
+
+
 def validate(cfg: Config, world_size: int = 1) -> None:
     """Reject impossible values and batch sizes that do not divide, naming the key and the value."""
     t, r, a = cfg.trainer, cfg.rollout, cfg.algorithm
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} must be a finite number")
+    if cfg.reward.timeout_s <= 0:
+        raise ConfigError(f"reward.timeout_s={cfg.reward.timeout_s} must be > 0 (the symbolic comparison's limit)")
+    if cfg.reward.num_workers < 0:
+        raise ConfigError(f"reward.num_workers={cfg.reward.num_workers} must be >= 0 (0 = score in-process)")
+    group_sizes = [("rollout.samples_per_prompt", r.samples_per_prompt)]
+    if cfg.spark.enabled and cfg.spark.samples_per_prompt is not None:
+        group_sizes.append(("spark.samples_per_prompt", cfg.spark.samples_per_prompt))
+    for key, n in group_sizes:
+        if n == 1 and a.advantage in GROUP_ADVANTAGES:
+            raise ConfigError(f"{key}=1 with algorithm.advantage={a.advantage}: a group-relative advantage needs at "
+                              "least 2 rollouts per prompt (with 1 every advantage is 0 and nothing is learned); "
+                              "for one response per prompt use algorithm.advantage=spo")
     positive = {
         "trainer.rollout_steps": t.rollout_steps,
         "trainer.prompts_per_step": t.prompts_per_step,
@@ -432,12 +471,6 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"algorithm.dual_clip={a.dual_clip} must be > 1 (or null to disable)")
     if a.kl_coef < 0:
         raise ConfigError(f"algorithm.kl_coef={a.kl_coef} must be >= 0")
-    group_relative = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
-    if r.samples_per_prompt == 1 and a.advantage in group_relative:
-        raise ConfigError(
-            f"rollout.samples_per_prompt=1 with algorithm.advantage={a.advantage}: a group of one has no baseline, "
-            "every advantage would be 0; use algorithm.advantage=spo (single stream) or samples_per_prompt >= 2"
-        )
     if a.advantage == "spo" and cfg.spark.enabled:
         raise ConfigError("algorithm.advantage=spo with spark.enabled=true is not supported: SPARK's auxiliary "
                           "prompts are built once, so a per-prompt value tracker has no history for them")

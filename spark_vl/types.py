@@ -71,6 +71,7 @@ class RewardOutput:
     overall: float
     parts: dict[str, float] = field(default_factory=dict)  # e.g. {"accuracy": 1.0, "format": 1.0}
     extracted: str | None = None  # the answer the verifier read from the response, for logging
+    verifier_timeouts: int = 0  # symbolic comparisons that hit reward.timeout_s (logged per step)
 
     @property
     def correct(self) -> bool:

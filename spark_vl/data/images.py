@@ -9,13 +9,15 @@ stores per image (computed by `spark_vl.prep.validate.check_image`, read back by
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-MAX_IMAGE_PIXELS = 178_956_970  # PIL's own decompression-bomb threshold (2x its warning limit)
+# The documented cap (docs/DATA.md, `spark-vl data validate --max-image-pixels`): PIL's bomb-warning threshold.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,37 @@ def describe_ref(ref: Any) -> str:
     return repr(ref)
 
 
-def load_image(ref: Any, root: str | Path | None = None) -> Image.Image:
-    """Decode `ref` into an RGB image; relative paths resolve against `root`."""
+def fit_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """The largest (width, height) of the same aspect ratio with width x height <= max_pixels."""
+    w, h = size
+    if w * h <= max_pixels:
+        return w, h
+    scale = math.sqrt(max_pixels / (w * h))
+    return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
+
+
+def _shrink(img: Image.Image, max_pixels: int) -> Image.Image:
+    """Down to at most `max_pixels`: an integer box reduction first (cheap), then one resize to the exact size."""
+    target = fit_pixels(img.size, max_pixels)
+    if target == img.size:
+        return img
+    if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        img = img.convert("RGB")  # palette / bilevel images cannot be reduced or filtered as they are
+    factor = min(img.size[0] // target[0], img.size[1] // target[1])
+    if factor >= 2:
+        img = img.reduce(factor)
+    return img.resize(target, Image.Resampling.BICUBIC) if img.size != target else img
+
+
+def load_image(ref: Any, root: str | Path | None = None, max_pixels: int | None = None) -> Image.Image:
+    """Decode `ref` into an RGB image; relative paths resolve against `root`.
+
+    `max_pixels` (the model's `model.max_pixels`): a larger image is scaled down (same aspect ratio) right after
+    decoding, JPEGs already while decoding (`draft`), so a small file of a huge picture (a 21 kB 9000x9000 PNG) costs
+    one decoded copy for a moment, and only the reduced image is kept in prompts and queues.
+    """
     if isinstance(ref, Image.Image):
-        return ref.convert("RGB")
+        return _shrink(ref, max_pixels).convert("RGB") if max_pixels else ref.convert("RGB")
     data: bytes | None = None
     path: str | None = None
     if isinstance(ref, dict):
@@ -69,7 +98,11 @@ def load_image(ref: Any, root: str | Path | None = None) -> Image.Image:
     try:
         with Image.open(source) as img:
             if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
-                raise ImageError(f"image {describe_ref(ref)} has {img.size[0]}x{img.size[1]} pixels (too large)")
+                raise ImageError(f"image {describe_ref(ref)} has {img.size[0]}x{img.size[1]} pixels, more than "
+                                 f"{MAX_IMAGE_PIXELS} (too large)")
+            if max_pixels:
+                img.draft("RGB", fit_pixels(img.size, max_pixels))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+                return _shrink(img, max_pixels).convert("RGB")
             return img.convert("RGB")
     except ImageError:
         raise

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from spark_vl.data.answers import normalize_gold, parse_options
 from spark_vl.data.images import ImageInfo
-from spark_vl.data.rows import MALFORMED, Skipped, image_list
+from spark_vl.data.rows import MALFORMED, Skipped, SkipRow, check_row, image_list
 from spark_vl.data.sources import SourceError, open_source, split_spec
 from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.types import ANSWER_TYPES, Sample
@@ -103,6 +103,7 @@ def _load_prepared(path: Path) -> LoadResult:
                           f"<= {FORMAT_VERSION}: upgrade spark-vl")
     samples: list[Sample] = []
     infos: list[list[ImageInfo]] = []
+    skipped: list[Skipped] = []
     for shard in manifest["shards"]:
         file = path / shard["file"]
         if not file.is_file():
@@ -112,25 +113,29 @@ def _load_prepared(path: Path) -> LoadResult:
         n = table.num_rows
         for i in range(n):
             difficulty = cols["difficulty"][i]
-            samples.append(
-                Sample(
-                    uid=cols["uid"][i],
-                    problem=cols["problem"][i],
-                    answer=cols["answer"][i],
-                    images=cols["images"][i] or [],
-                    choices=cols["choices"][i],
-                    answer_type=cols["answer_type"][i],
-                    precision=cols["precision"][i],
-                    tolerance=cols["tolerance"][i],
-                    source=cols["source"][i] or "",
-                    category=cols["category"][i] or "",
-                    answer_raw=cols["answer_raw"][i],
-                    solution=cols["solution"][i],
-                    difficulty=json.loads(difficulty) if difficulty else None,
-                    group_key=cols["group_key"][i],
-                    meta=json.loads(cols["meta"][i]) if cols["meta"][i] else {},
-                )
+            sample = Sample(
+                uid=cols["uid"][i],
+                problem=cols["problem"][i],
+                answer=cols["answer"][i],
+                images=cols["images"][i] or [],
+                choices=cols["choices"][i],
+                answer_type=cols["answer_type"][i],
+                precision=cols["precision"][i],
+                tolerance=cols["tolerance"][i],
+                source=cols["source"][i] or "",
+                category=cols["category"][i] or "",
+                answer_raw=cols["answer_raw"][i],
+                solution=cols["solution"][i],
+                difficulty=json.loads(difficulty) if difficulty else None,
+                group_key=cols["group_key"][i],
+                meta=json.loads(cols["meta"][i]) if cols["meta"][i] else {},
             )
+            try:  # written by an older or another tool: the same bounds as any other source
+                check_row(sample)
+            except SkipRow as err:
+                skipped.append(Skipped(sample.uid, err.kind, str(err)))
+                continue
+            samples.append(sample)
             infos.append(
                 [
                     ImageInfo(w, h, hh, dh)
@@ -141,7 +146,7 @@ def _load_prepared(path: Path) -> LoadResult:
                     )
                 ]
             )
-    return LoadResult(samples, [], path, manifest, infos)
+    return LoadResult(samples, skipped, path, manifest, infos)
 
 
 def _pick(row: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -173,6 +178,11 @@ def _passrates(row: dict[str, Any]) -> dict[str, float] | None:
     return rates or None
 
 
+def _whole(value: Any) -> Any:
+    """2.0 -> 2 (a column with nulls reads back as floats); anything else unchanged, for `check_row` to judge."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**53 else value
+
+
 def row_to_sample(row: dict[str, Any], row_id: str, source: str) -> Sample:
     """Map a raw row with canonical or aliased columns onto a Sample; raises ValueError with the reason."""
     if "__error__" in row:
@@ -202,14 +212,14 @@ def row_to_sample(row: dict[str, Any], row_id: str, source: str) -> Sample:
     if isinstance(meta, str):
         meta = json.loads(meta) if meta else {}
     uid = _pick(row, ALIASES["uid"])
-    return Sample(
+    sample = Sample(
         uid=str(uid) if uid not in (None, "") else f"{source}-{row_id}",
         problem=problem,
         answer=answer,
         images=image_list(_pick(row, ALIASES["images"])),
         choices=choices,
         answer_type=answer_type,
-        precision=row.get("precision"),
+        precision=_whole(row.get("precision")),
         tolerance=row.get("tolerance"),
         source=str(row.get("source") or source),
         category=str(row.get("category") or ""),
@@ -219,6 +229,8 @@ def row_to_sample(row: dict[str, Any], row_id: str, source: str) -> Sample:
         group_key=row.get("group_key"),
         meta=meta if isinstance(meta, dict) else {},
     )
+    check_row(sample)
+    return sample
 
 
 def load_samples(spec: str) -> LoadResult:
@@ -247,6 +259,8 @@ def load_samples(spec: str) -> LoadResult:
     for row_id, row in source.rows():
         try:
             samples.append(row_to_sample(row, row_id, name))
+        except SkipRow as err:
+            skipped.append(Skipped(row_id, err.kind, str(err)))
         except (ValueError, TypeError, json.JSONDecodeError) as err:
             skipped.append(Skipped(row_id, MALFORMED, str(err)))
     return LoadResult(samples, skipped, source.root)

@@ -74,10 +74,12 @@ def build_prompt(
     system_prompt: str | None = None,
     image_root: str | Path | None = None,
     images: list[Any] | None = None,
+    max_pixels: int | None = None,
 ) -> Prompt:
-    """A policy prompt for `sample`. Images are decoded here (raises ImageError on a bad one)."""
+    """A policy prompt for `sample`. Images are decoded here, scaled down to at most `max_pixels` each (the model's
+    `model.max_pixels`; raises ImageError on a bad one)."""
     body = load_template(template).replace("{problem}", sample.problem.strip())
-    decoded = images if images is not None else [load_image(ref, image_root) for ref in sample.images]
+    decoded = images if images is not None else [load_image(ref, image_root, max_pixels) for ref in sample.images]
     return Prompt(
         uid=sample.uid,
         messages=build_messages(body, len(decoded), system_prompt),

@@ -17,7 +17,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spark_vl.rewards.normalize import MAX_ANSWER_CHARS
+from spark_vl.rewards.verify import MAX_CHOICES, comparison_problem
+from spark_vl.types import Sample
+
 MALFORMED = "malformed_row"  # the converter could not turn the row into a sample (reason in the record)
+OUT_OF_RANGE = "out_of_range"  # a value the verifier or the prompt builder must not be handed (check_row)
+BAD_TEXT = "bad_text"  # a string that is not valid Unicode text (a lone surrogate, an undecodable byte)
+
+# Sizes a row may have; beyond them a row is skipped at load rather than costing time or memory later.
+MAX_PROBLEM_CHARS = 200_000
+MAX_CHOICE_CHARS = 2_000
+MAX_IMAGES_PER_ROW = 64
 
 
 class SkipRow(ValueError):
@@ -35,6 +46,12 @@ class Skipped:
     row: str  # the source's row id (a uid, a row number, "split#index"), prefixed "<spec>:" where sources mix
     kind: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # Reports print and write these: a row id or reason holding a lone surrogate must not crash them.
+        for name in ("row", "reason"):
+            value = str(getattr(self, name))
+            object.__setattr__(self, name, value.encode("utf-8", "backslashreplace").decode("utf-8"))
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -81,3 +98,58 @@ def image_refs(row: dict[str, Any], *keys: str) -> list[Any]:
         if value not in (None, "", b""):
             return list(value) if isinstance(value, list) else [value]
     return []
+
+
+def unencodable(value: Any, where: str = "") -> str | None:
+    """The first string inside `value` (str, list, tuple or dict, keys included) that is not valid UTF-8 text,
+    as "<where>: <position>", or None. A lone surrogate ("\\ud800" is valid JSON) or a byte a file could not
+    decode (read with errors="surrogateescape") would crash the tokenizer, pyarrow or a JSON writer later."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            code = ord(value[err.start])
+            what = (f"byte 0x{code - 0xDC00:02X} that is not UTF-8" if 0xDC80 <= code <= 0xDCFF
+                    else f"lone surrogate U+{code:04X}")
+            return f"{where or 'text'}: a {what} at character {err.start}"
+        return None
+    if isinstance(value, dict):
+        items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+        items += [(f"{where or 'row'} key", k) for k in value]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for name, item in items:
+        found = unencodable(item, name)
+        if found is not None:
+            return found
+    return None
+
+
+def check_row(sample: Sample) -> None:
+    """Raise SkipRow when a sample holds text that does not encode or a value outside what the verifier and the
+    prompt builder accept (precision, tolerance, number of choices, sizes). Every loader calls this, so a bad value
+    costs one skipped row at load instead of a hang or a crash when the row is drawn."""
+    texts = {"uid": sample.uid, "problem": sample.problem, "answer": sample.answer, "choices": sample.choices,
+             "solution": sample.solution, "answer_raw": sample.answer_raw, "category": sample.category,
+             "source": sample.source, "meta": sample.meta, "images": sample.images}
+    bad = unencodable(texts)
+    if bad is not None:
+        raise SkipRow(f"text is not valid UTF-8: {bad}", BAD_TEXT)
+    problem = comparison_problem(sample.precision, sample.tolerance)
+    if problem is not None:
+        raise SkipRow(problem, OUT_OF_RANGE)
+    if isinstance(sample.answer, str) and len(sample.answer) > MAX_ANSWER_CHARS:
+        raise SkipRow(f"the gold answer has {len(sample.answer)} characters (at most {MAX_ANSWER_CHARS})",
+                      OUT_OF_RANGE)
+    if isinstance(sample.problem, str) and len(sample.problem) > MAX_PROBLEM_CHARS:
+        raise SkipRow(f"the question has {len(sample.problem)} characters (at most {MAX_PROBLEM_CHARS})", OUT_OF_RANGE)
+    if sample.choices is not None:
+        if len(sample.choices) > MAX_CHOICES:
+            raise SkipRow(f"{len(sample.choices)} choices (at most {MAX_CHOICES}, A-Z)", OUT_OF_RANGE)
+        longest = max((len(c) for c in sample.choices if isinstance(c, str)), default=0)
+        if longest > MAX_CHOICE_CHARS:
+            raise SkipRow(f"a choice has {longest} characters (at most {MAX_CHOICE_CHARS})", OUT_OF_RANGE)
+    if len(sample.images) > MAX_IMAGES_PER_ROW:
+        raise SkipRow(f"{len(sample.images)} images (at most {MAX_IMAGES_PER_ROW})", OUT_OF_RANGE)

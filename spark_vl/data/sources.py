@@ -131,8 +131,11 @@ def _as_record(value: Any) -> dict[str, Any]:
 
 
 def read_json_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON array / {"data": [...]} / JSON-lines file. Bad lines become {"__error__": ...}."""
-    text = path.read_text(encoding="utf-8")
+    """Records of a JSON array / {"data": [...]} / JSON-lines file. Bad lines become {"__error__": ...}.
+
+    Bytes that are not UTF-8 are kept as lone surrogates (errors="surrogateescape") instead of failing the whole
+    file; the row holding one is then skipped as `bad_text` by `rows.check_row`, like a "\\ud800" escape."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     stripped = text.lstrip()
     if path.suffix in (".jsonl", ".ndjson") or (stripped and stripped[0] == "{" and "\n{" in stripped):
         records = []

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from spark_vl.data.prepared import load_samples
-from spark_vl.data.rows import MALFORMED, RowContext, Skipped, SkipRow
+from spark_vl.data.rows import MALFORMED, RowContext, Skipped, SkipRow, check_row
 from spark_vl.data.sources import MissingSplitError, SourceError, open_source
 from spark_vl.eval.benchmarks import PREPARED_PREFIX, Benchmark, LoadedBenchmark
 from spark_vl.types import Sample
@@ -115,7 +115,9 @@ def load_benchmark(
         for index, row in enumerate(rows):
             row_id = f"{name or ''}#{index}"
             try:
-                samples.append(bench.convert(row, RowContext(row_id, index, root=root, split=name)))
+                sample = bench.convert(row, RowContext(row_id, index, root=root, split=name))
+                check_row(sample)
+                samples.append(sample)
             except SkipRow as err:
                 skipped.append(Skipped(row_id, err.kind, str(err)))
             except (KeyError, TypeError, ValueError) as err:

@@ -76,8 +76,8 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def _decode(req: Request) -> Prompt:
-    images = [load_image(ref, req.root) for ref in req.sample.images]
+def _decode(req: Request, max_pixels: int | None = None) -> Prompt:
+    images = [load_image(ref, req.root, max_pixels) for ref in req.sample.images]
     return dataclasses.replace(req.prompt, images=images)
 
 
@@ -105,6 +105,10 @@ class Generator:
 
     def __init__(self, engine, cache: GenerationCache | None, batch_size: int, progress: bool = False):
         self.engine = engine
+        # Images are scaled down to the processor's own pixel cap as they are decoded (the processor would anyway).
+        image_processor = getattr(getattr(engine, "processor", None), "image_processor", None)
+        max_pixels = getattr(image_processor, "max_pixels", None)
+        self.max_pixels = max_pixels if isinstance(max_pixels, int) and max_pixels > 0 else None
         self.cache = cache
         self.batch_size = batch_size
         self.progress = progress
@@ -131,7 +135,7 @@ class Generator:
             ready: list[tuple[Request, Prompt]] = []
             for req in batch:
                 try:
-                    ready.append((req, _decode(req)))
+                    ready.append((req, _decode(req, self.max_pixels)))
                 except ImageError as err:
                     outcomes[req.sample.uid] = Outcome(None, "image_error", str(err))
             for req, entry, error in self._produce(ready, produce):

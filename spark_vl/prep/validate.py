@@ -27,9 +27,9 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from spark_vl.data.answers import question_key
-from spark_vl.data.images import ImageInfo, describe_ref
+from spark_vl.data.images import MAX_IMAGE_PIXELS, ImageInfo, describe_ref
 from spark_vl.data.prompts import IMAGE_PLACEHOLDER, strip_image_placeholders
-from spark_vl.data.rows import Skipped, SkipRow
+from spark_vl.data.rows import Skipped, SkipRow, check_row
 from spark_vl.types import Sample
 
 LISTED_PER_KIND = 2000  # rows listed per kind in report.json; the counts are always complete
@@ -38,7 +38,7 @@ LISTED_PER_KIND = 2000  # rows listed per kind in report.json; the counts are al
 @dataclass
 class ValidationConfig:
     min_image_side: int = 10  # pixels; smaller images carry no information (and break some processors)
-    max_image_pixels: int = 89_478_485  # width*height; PIL's bomb-warning threshold (1/2 of its hard limit)
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # width*height; PIL's bomb-warning threshold (1/2 of its hard limit)
     max_aspect_ratio: float = 200.0  # Qwen's smart_resize refuses more extreme images
     check_answers: bool = True  # ask the verifier whether the gold answer is parseable
     dedupe: bool = True
@@ -214,6 +214,10 @@ class AnswerCheck:
 
 def check_text(sample: Sample) -> list[tuple[str, str]]:
     """(kind, detail) for the text problems of a sample."""
+    try:
+        check_row(sample)  # text that does not encode, values out of range: nothing else can be checked
+    except SkipRow as err:
+        return [(err.kind, str(err))]
     problems = []
     if not strip_image_placeholders(sample.problem or ""):
         problems.append(("empty_question", "the question is empty"))

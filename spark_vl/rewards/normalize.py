@@ -42,7 +42,8 @@ _MAX_UNWRAP_ROUNDS = 8  # nesting depth of \text{\textbf{..}} we unwrap; deeper 
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\limits|~")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?=[^a-zA-Z])")
 _MATH_DELIMS_RE = re.compile(r"^\s*(?:\$\$|\$|\\\(|\\\[)(.*?)(?:\$\$|\$|\\\)|\\\])\s*$", re.DOTALL)
-_MARKDOWN_RE = re.compile(r"\*\*|__|`")
+# Bold/italic markers next to a space or the string's ends, and backticks; `10**10**10` (a power) stays.
+_MARKDOWN_RE = re.compile(r"(?<![\w)}])(?:\*\*|__)|(?:\*\*|__)(?![\w({])|`")
 _WS_RE = re.compile(r"\s+")
 
 

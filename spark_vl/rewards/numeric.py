@@ -350,6 +350,9 @@ def numbers_match(pred: Number, gold: Number, *, precision: int | None = None, t
 
 def number_from_decimal_string(text: str, *, exact_terminating: bool) -> Number | None:
     """A Number for a value evaluated elsewhere (the symbolic worker sends a 30-digit decimal string)."""
+    exponent = text.lower().partition("e")[2].lstrip("+-")
+    if len(text) > 200 or len(exponent) > 3 or (exponent.isdigit() and int(exponent) > _MAX_EXPONENT):
+        return None  # "1.0e+100000000" from sympy would build a 10^8-digit integer here, outside any time limit
     try:
         value = Fraction(text)
     except (ValueError, ZeroDivisionError):

@@ -16,6 +16,7 @@ parsed is False and is reported once (per sample uid from `score`, per gold stri
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -31,13 +32,20 @@ from spark_vl.rewards.normalize import (
     normalize_text,
 )
 from spark_vl.rewards.numeric import Number, number_from_decimal_string, numbers_match, parse_number
-from spark_vl.rewards.symbolic import symbolic_compare
+from spark_vl.rewards.symbolic import symbolic_compare, worker
 from spark_vl.rewards.verdict import normalize_verdict
 from spark_vl.types import ANSWER_TYPES
 
 logger = logging.getLogger("spark_vl.rewards")
 
 DEFAULT_TIMEOUT_S = 2.0
+
+
+# Bounds on what a dataset row may ask of the verifier (checked again at load, `spark_vl.data.rows.check_row`):
+# rounding to 10^8 places or a tolerance of inf would make the numeric layer, which runs in the trainer's own
+# process and outside the symbolic worker's time limit, compute without end.
+MAX_PRECISION = 20  # decimal places
+MAX_CHOICES = len(LETTERS)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,18 @@ class Check:
     correct: bool
     layer: str
     gold_error: str | None = None
+    timeouts: int = 0  # symbolic comparisons that hit the time limit (the worker was killed)
+
+
+def comparison_problem(precision: object, tolerance: object) -> str | None:
+    """Why `precision` / `tolerance` cannot be used to compare numbers, or None when they can."""
+    if precision is not None and (isinstance(precision, bool) or not isinstance(precision, int)
+                                  or not 0 <= precision <= MAX_PRECISION):
+        return f"precision {precision!r} is not a whole number of decimal places in 0..{MAX_PRECISION}"
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int | float)
+                                  or not math.isfinite(tolerance) or tolerance < 0):
+        return f"tolerance {tolerance!r} is not a finite number >= 0"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,6 +168,16 @@ def _check_text(pred: str, gold: str) -> Check:
     return Check(bool(normalize_text(gold)) and normalize_text(pred) == normalize_text(gold), "text")
 
 
+_slow_golds: set[str] = set()  # golds whose comparison with 0 timed out: never sent again
+_fast_golds: set[str] = set()  # golds probed after a timeout and found fine: the prediction was to blame
+_MAX_REMEMBERED = 100_000
+
+
+def _remember(golds: set[str], gold: str) -> None:
+    if len(golds) < _MAX_REMEMBERED:
+        golds.add(gold)
+
+
 _MATHY_RE = re.compile(r"[0-9\\π√∞^]|pi|sqrt|inf")
 # A purely numeric power tower (9^{9^{9^{9}}}) makes sympy build an astronomically large integer: it would only
 # ever end in the time limit and a worker restart, so it is refused up front.
@@ -177,9 +207,21 @@ def _check_symbolic(
     tolerance: float | None,
     timeout_s: float,
 ) -> Check:
+    if gold in _slow_golds:
+        return Check(False, "slow-gold", f"gold {gold[:200]!r} alone exceeds the symbolic time limit")
     reply = symbolic_compare(pred, gold, timeout_s)
     if reply is None:
-        return Check(False, "symbolic-timeout")
+        if worker().disabled:
+            return Check(False, "symbolic-off")
+        timeouts = 1
+        if gold not in _fast_golds:
+            # Was it the prediction or the gold? Compare the gold with a plain 0 once (with itself math-verify may
+            # short-cut); a gold that times out there (9^{9^{9}}) would cost every rollout of its sample a full
+            # time limit, every step, so it is never sent again.
+            probe = symbolic_compare("0", gold, timeout_s)
+            timeouts += probe is None
+            _remember(_slow_golds if probe is None else _fast_golds, gold)
+        return Check(False, "symbolic-timeout", timeouts=timeouts)
     if not reply.get("gold_ok", True):
         return Check(False, "symbolic", f"math-verify could not parse gold {gold[:200]!r}")
     p_val = _symbolic_number(reply.get("pred_value"), p_num)
@@ -234,6 +276,9 @@ def _check(
         return Check(False, "input", f"gold {gold!r} is empty or not a string")
     if not isinstance(pred, str) or not pred.strip():
         return Check(False, "input")
+    problem = comparison_problem(precision, tolerance)
+    if problem is not None:
+        return Check(False, "input", problem)
     if len(pred) > 4 * MAX_ANSWER_CHARS and "\\box" not in pred:
         return Check(False, "too-long")
     pred, gold = _unwrap(pred), _unwrap(gold)

@@ -68,7 +68,8 @@ class PromptBuilder:
             reason = "empty_answer"  # kept when reward.judge_weight > 0: the model's own P(yes) rewards it
         else:
             try:
-                prompt = build_prompt(sample, self.cfg.data.format_template, self.cfg.data.system_prompt, root)
+                prompt = build_prompt(sample, self.cfg.data.format_template, self.cfg.data.system_prompt, root,
+                                      max_pixels=self.cfg.model.max_pixels)
             except ImageError as err:
                 reason = f"bad_image ({err})"
             if prompt is not None and prompt_length(prompt, self.processor) > self.cfg.data.max_prompt_length:

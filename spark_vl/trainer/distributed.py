@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spark_vl.config import Config, Derived
+from spark_vl.config import Config, ConfigError, Derived
 from spark_vl.models import load_model
 
 
@@ -40,16 +40,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(device_pref: str = "auto") -> DistInfo:
-    """Initialise torch.distributed through DeepSpeed; a plain process becomes rank 0 of 1."""
+def _deepspeed():
+    """Import deepspeed. In a one-process run its CPU comm backend would still JIT-compile the shared-memory
+    all-reduce op (about a minute on first use, into ~/.cache/torch_extensions) although one process exchanges
+    nothing: mark that op unavailable, which is DeepSpeed's own fallback to plain torch.distributed. Must run
+    before DeepSpeed creates its comm backend (deepspeed.initialize, zero.Init)."""
     import deepspeed
 
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1:
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # ShareMemCommBuilder.NAME
+    return deepspeed
+
+
+def init_distributed(device_pref: str = "auto") -> DistInfo:
+    """Initialise torch.distributed (through DeepSpeed when there are several processes); a plain process becomes
+    rank 0 of 1 and imports no DeepSpeed yet, so a config error is reported before DeepSpeed's start-up noise."""
     if "RANK" not in os.environ:  # plain `python`/`spark-vl` run: no launcher, no MPI discovery
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
     if device_pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
+        raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -57,7 +68,13 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     else:
         device = torch.device("cpu")
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        if os.environ.get("WORLD_SIZE", "1") == "1":
+            torch.distributed.init_process_group(backend, rank=0, world_size=1)
+        else:
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend=backend)
     return DistInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank, device)
 
 
@@ -106,7 +123,7 @@ def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtype):
     """Wrap `model` in a DeepSpeed engine with AdamW and the warm-up + cosine schedule."""
-    import deepspeed
+    deepspeed = _deepspeed()
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -115,12 +132,24 @@ def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: to
     optimizer = torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=dist.device.type == "cuda"
     )
+    optimizer.register_step_pre_hook(_finite_grads_when_skipping)
     total, warmup, min_ratio = derived.total_optimizer_steps, derived.warmup_steps, t.min_lr_ratio
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, min_ratio))
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, derived, dtype)
     )
     return engine
+
+
+def _finite_grads_when_skipping(optimizer, args, kwargs) -> None:
+    """Pre-step hook of the base optimizer (it sees the fp32 partitions under ZeRO): a skipped step (lr 0,
+    `Trainer._optimizer_step`) must not feed NaN/inf gradients into Adam's moments, from where 0 x NaN would still
+    reach the weights; those entries become 0, finite gradients are kept (as for a non-finite loss)."""
+    if all(group["lr"] == 0.0 for group in optimizer.param_groups):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
@@ -130,6 +159,7 @@ def zero3_loading(cfg: Config, derived: Derived, dtype: torch.dtype):
     whole: they are tiny, and identical initialisation across world sizes is tested)."""
     if cfg.deepspeed.zero_stage != 3 or cfg.model.path.startswith("builtin:"):
         return None
+    _deepspeed()  # before zero.Init creates DeepSpeed's comm backend
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(deepspeed_config(cfg, derived, dtype))
@@ -153,7 +183,7 @@ def build_judge(cfg: Config, derived: Derived, dist: DistInfo, dtype: torch.dtyp
 
 
 def _frozen(ref, cfg: Config, derived: Derived, dtype: torch.dtype):
-    import deepspeed
+    deepspeed = _deepspeed()
 
     ref.eval().requires_grad_(False)
     if cfg.deepspeed.zero_stage == 3:

@@ -28,13 +28,13 @@ from spark_vl.algorithms.chord import chord_mu, sft_token_loss
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
 from spark_vl.algorithms.spo import DEFAULT_WEIGHT
-from spark_vl.config import Config, ConfigError, Derived, derived, dump_yaml, validate
+from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.data.prompts import prompt_key
 from spark_vl.models import load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
-from spark_vl.rollout import RolloutEngine, engine_class, make_engine
+from spark_vl.rollout import RolloutEngine, make_engine
 from spark_vl.rollout.hf import vision_token_ids
 from spark_vl.spark.aux_queue import waterfill
 from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
@@ -55,11 +55,11 @@ from spark_vl.trainer.distributed import (
     zero_loss,
 )
 from spark_vl.trainer.metrics import Means, MetricsLogger, record_group_metrics, write_samples
+from spark_vl.trainer.preflight import preflight
 from spark_vl.trainer.report import write_report
 from spark_vl.trainer.spark_phase import SparkPhase, label_experts
 from spark_vl.trainer.startup import (
     TrainingAborted,
-    check_output_dir,
     print_memory_plan,
     progress_bar,
     seed_everything,
@@ -73,13 +73,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     """Run training as configured; returns the run directory."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_dir = Path(cfg.trainer.output_dir)
-    check_output_dir(run_dir)
     dist = init_distributed(cfg.trainer.device)
     validate(cfg, dist.world_size)
-    try:
-        engine_class(cfg.rollout.backend)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    preflight(cfg, resume, dist.is_main)  # paths, names, device, output folder, --resume: one line, before any load
     plan = derived(cfg, dist.world_size)
     if dist.is_main:
         resolved = dump_yaml(cfg)
@@ -112,7 +108,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     if resume:
         path = ckpt.resolve_checkpoint(resume, run_dir)
         saved = ckpt.load_checkpoint(engine, path)
-        state = saved["state"]
+        state = TrainState(**saved["state"])  # stored as plain values (a checkpoint is loaded weights_only)
         source.load_state_dict(saved["data"])
         if spark is not None:
             spark.load_state_dict(state.algorithm.get("spark", {}))
@@ -228,12 +224,13 @@ class TrainState:
 
 
 def check_divergence(state: TrainState, skipped_before: int, step: int, max_bad_steps: int) -> None:
-    """Abort after `max_bad_steps` consecutive steps in which a phase skipped a non-finite update."""
+    """Abort after `max_bad_steps` consecutive steps in which a phase skipped a non-finite update (loss or
+    gradient norm)."""
     bad_step = state.skipped_updates > skipped_before
     state.bad_steps_in_a_row = state.bad_steps_in_a_row + 1 if bad_step else 0
     if state.bad_steps_in_a_row >= max_bad_steps:
         raise TrainingAborted(
-            f"non-finite loss in {state.bad_steps_in_a_row} consecutive steps (last: step {step}); "
+            f"non-finite loss or gradient norm in {state.bad_steps_in_a_row} consecutive steps (last: step {step}); "
             "lower trainer.lr, check the data, or use algorithm.kl_coef / grad clipping"
         )
 
@@ -285,7 +282,14 @@ class Trainer:
         t0 = time.perf_counter()
         engine = engine or self.rollout_engine
         engine.wake()
-        groups = engine.generate(prompts, n, sampling or self.sampling())
+        try:
+            groups = engine.generate(prompts, n, sampling or self.sampling())
+        except RuntimeError as err:  # torch.multinomial on NaN/inf probabilities: the weights have diverged
+            if "probability tensor contains" not in str(err):
+                raise
+            raise TrainingAborted(f"the policy's next-token probabilities are not finite at step {self.state.step + 1}"
+                                  f" (its weights diverged): lower trainer.lr (now {self.cfg.trainer.lr:g}) or "
+                                  "trainer.grad_clip") from None
         engine.sleep()
         metrics.add(f"time/{prefix}rollout", time.perf_counter() - t0)
         metrics.total(f"{prefix}rollout/responses", sum(len(g.rollouts) for g in groups))  # samples drawn, all ranks
@@ -490,7 +494,13 @@ class Trainer:
                         self.engine.step()
 
     def _optimizer_step(self, bad: bool, metrics: Means) -> None:
-        """The step at an accumulation boundary; a bad step (non-finite loss on any rank) is taken with lr 0."""
+        """The step at an accumulation boundary; a bad step (non-finite loss or gradient on any rank) is taken with
+        lr 0, and the optimizer's pre-step hook zeroes non-finite gradient entries (`build_engine`)."""
+        # DeepSpeed reports the norm only after applying the update it belongs to, so a non-finite gradient (a huge
+        # lr) is looked for before stepping, on every rank's gradients (ZeRO-1/2/3: each rank's partition).
+        if not bad and not self.grads_finite():
+            bad = True
+            metrics.total("actor/nonfinite_grad_steps", float(self.dist.is_main))  # optimizer steps, counted once
         if bad:
             for group in self.engine.optimizer.param_groups:
                 group["lr"] = 0.0  # skip this update; the scheduler restores the lr on its next step
@@ -499,12 +509,12 @@ class Trainer:
         own_norm = None if self.cfg.deepspeed.zero_stage else grad_norm(self.model)
         self.engine.step()
         self.state.optimizer_steps += 1
-        if bad:
+        norm = self.engine.get_global_grad_norm()
+        norm = own_norm if norm is None else norm
+        if bad or (norm is not None and not math.isfinite(norm)):  # the latter: DeepSpeed's bf16 optimizer skipped
             self.state.skipped_updates += 1
             metrics.add("actor/skipped_updates", 1.0)
             return
-        norm = self.engine.get_global_grad_norm()
-        norm = own_norm if norm is None else norm
         if norm is not None:
             metrics.add("actor/grad_norm", float(norm))
         metrics.add("actor/lr", lr)
@@ -518,6 +528,15 @@ class Trainer:
         mu = chord_mu(self.state.optimizer_steps, a.chord_mu_warmup, a.chord_mu_decay, a.chord_mu_peak,
                       a.chord_mu_valley)
         return 1.0 - mu, mu
+
+    def grads_finite(self) -> bool:
+        """True when every rank's gradients are finite; a collective, called by every rank at the boundary."""
+        optimizer = self.engine.optimizer
+        if self.cfg.deepspeed.zero_stage > 0 and hasattr(optimizer, "has_overflow"):
+            return not optimizer.has_overflow(partition_gradients=True)  # ZeRO's own inf/NaN check, all-reduced
+        grads = [p.grad.isfinite().all() for p in self.model.parameters() if p.grad is not None]
+        local = bool(torch.stack(grads).all()) if grads else True
+        return all_reduce_sum([float(local)], self.dist.device)[0] == self.dist.world_size
 
     def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn, metrics: Means) -> torch.Tensor:
         a = self.cfg.algorithm

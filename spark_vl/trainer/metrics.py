@@ -68,8 +68,19 @@ def record_group_metrics(groups: list[RolloutGroup], prefix: str, metrics: Means
                 metrics.add(f"{prefix}reward/format", out.parts["format"])
             if out and "judge" in out.parts:
                 metrics.add(f"{prefix}reward/judge", out.parts["judge"])
+            metrics.total(f"{prefix}reward/verifier_timeouts", out.verifier_timeouts if out else 0)
             metrics.add(f"{prefix}response/length_mean", len(r.token_ids))
             metrics.add(f"{prefix}response/truncated", float(r.finish_reason == "length"))
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics/samples line, None for a line that is not a whole record (torn by a kill)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def write_samples(path: Path, step: int, groups: list[RolloutGroup], k: int = 4) -> None:
@@ -98,12 +109,15 @@ class MetricsLogger:
         self.wandb = None
         if not enabled:
             return
-        if resume_step and self.path.exists():
-            # A resumed run rewrites history after the checkpoint step, so the file never has duplicates.
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        elif self.path.exists():
-            self.path.unlink()
+        for path in (self.path, self.run_dir / "samples.jsonl"):
+            if resume_step and path.exists():
+                # A resumed run rewrites history after the checkpoint step, so the files never have duplicates;
+                # a line torn by a kill mid-write is dropped.
+                steps = [(line, _step_of(line)) for line in path.read_text(errors="replace").splitlines()]
+                kept = [line for line, step in steps if step is not None and step <= resume_step]
+                path.write_text("".join(line + "\n" for line in kept))
+            elif path.exists():
+                path.unlink()
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -131,7 +145,7 @@ class MetricsLogger:
     def history(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.path.read_text().splitlines() if _step_of(line) is not None]
 
     def close(self) -> None:
         if self.tb is not None:

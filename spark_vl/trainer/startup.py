@@ -1,12 +1,11 @@
-"""What `train()` does before its first step: seeds, the run directory check, the memory plan's line, the progress
-bar. Kept out of loop.py so the loop reads as the loop."""
+"""What `train()` does around its steps besides the checks of `preflight`: seeds, the memory plan's line, the
+progress bar, and the error that ends a run. Kept out of loop.py so the loop reads as the loop."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,17 +36,6 @@ def print_memory_plan(cfg: Config, dist: DistInfo) -> None:
     print(line if cuda else f"{line} (assumes 80 GiB GPUs; this run is on CPU)")
     if not fits:
         log.warning("%s", line)
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail at start, not after an hour, if the run directory cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise TrainingAborted(f"trainer.output_dir={path} is not writable: {err}") from None
 
 
 def progress_bar(cfg: Config, dist: DistInfo, initial: int):

@@ -73,9 +73,11 @@ def test_resume_latest_continues_in_place(tmp_path):
 
 
 def test_unwritable_output_dir_fails_at_start(tmp_path):
+    from spark_vl.config import ConfigError
+
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(TrainingAborted, match="not writable"):
+    with pytest.raises(ConfigError, match="not writable"):
         train(fast_config(blocker / "run", "trainer.rollout_steps=1"))
 
 
@@ -96,7 +98,7 @@ def test_non_finite_loss_skips_update_then_aborts(tmp_path, monkeypatch):
     assert "actor/skipped_updates" not in read_metrics(run)[2]
 
     monkeypatch.setattr(loop.Trainer, "micro_loss", lambda self, batch, *a: real(self, batch, *a) * float("nan"))
-    with pytest.raises(TrainingAborted, match="non-finite loss in 3 consecutive steps"):
+    with pytest.raises(TrainingAborted, match="non-finite loss or gradient norm in 3 consecutive steps"):
         train(fast_config(tmp_path / "always", "trainer.rollout_steps=5"))
 
 
@@ -121,8 +123,8 @@ def test_spark_schedules_run_and_resume_keeps_queue(tmp_path, schedule, monkeypa
         assert all("aux/reward/mean" in m for m in metrics[1:]), "no auxiliary phase ran"
         assert any(k.startswith("spark/judge/") for k in metrics[-1])
     step2 = [c for c in list_checkpoints(run) if c.name.endswith("000002")][0]
-    saved = torch.load(step2 / "trainer_state_rank0.pt", weights_only=False)
-    queue = saved["state"].algorithm["spark"]["queue"]
+    saved = torch.load(step2 / "trainer_state_rank0.pt", weights_only=True)
+    queue = saved["state"]["algorithm"]["spark"]["queue"]
     resumed = train(fast_config(tmp_path / "resumed", "trainer.rollout_steps=3", *overrides), resume=str(step2))
     a, b = read_metrics(run)[-1], read_metrics(resumed)[-1]
     assert queue is not None

@@ -85,7 +85,7 @@ def test_overlong_penalty_by_hand(length, expected):
 def test_single_stream_and_method_combinations_are_validated():
     cfg = Config()
     cfg.rollout.samples_per_prompt = 1
-    with pytest.raises(ConfigError, match="group of one has no baseline"):
+    with pytest.raises(ConfigError, match="advantage=spo"):
         validate(cfg)
     cfg.algorithm.advantage = "spo"
     cfg.trainer.sequences_per_optimizer_step = 8
