@@ -30,6 +30,7 @@ Not here (the design leaves room for both): a standalone vLLM server (the push w
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -282,9 +283,16 @@ class VLLMEngine:
         source = str(getattr(model.config, "_name_or_path", "") or "")
         if source and (Path(source, "config.json").is_file() or (not Path(source).exists() and "/" in source)):
             return source
+        from safetensors.torch import save_file
+
         self._tmp = tempfile.TemporaryDirectory(prefix="spark-vl-vllm-")
-        state = dict(iter_weights(model, self.dtype, self.bucket_bytes))  # tiny builtin models only
-        model.save_pretrained(self._tmp.name, state_dict=state)
+        # Written by hand: save_pretrained writes on rank 0 only, and every rank needs its copy. Builtin models are
+        # tiny, so gathering them whole here is fine.
+        state = {n: t.detach().clone().contiguous() for n, t in iter_weights(model, self.dtype, self.bucket_bytes)}
+        save_file(state, str(Path(self._tmp.name, "model.safetensors")), metadata={"format": "pt"})
+        config = copy.deepcopy(model.config)
+        config.architectures = [type(model).__name__]  # what save_pretrained adds; vLLM picks its class by it
+        config.save_pretrained(self._tmp.name)
         self.processor.save_pretrained(self._tmp.name)
         return self._tmp.name
 
