@@ -198,6 +198,14 @@ def _load_in_worker(worker, weights) -> list[str]:
     return sorted(expected - loaded)
 
 
+def tensor_parallel_for(num_heads: int, gpus: int) -> int:
+    """The largest power of two <= `gpus` that divides the attention heads (evaluation: TP across the GPUs)."""
+    tp = 1
+    while tp * 2 <= max(1, gpus) and num_heads % (tp * 2) == 0:
+        tp *= 2
+    return tp
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The engine
 
@@ -208,7 +216,8 @@ class VLLMEngine:
     exists (`model=None`)."""
 
     def __init__(self, model, processor, cfg: RolloutConfig | None = None, synced_gpus: bool = False, *,
-                 llm=None, sampling_params_cls: type | None = None, model_path: str | None = None):
+                 llm=None, sampling_params_cls: type | None = None, model_path: str | None = None,
+                 dtype: torch.dtype = torch.bfloat16):
         self.cfg = cfg = cfg or RolloutConfig()
         self.processor = processor
         tok = processor.tokenizer
@@ -219,12 +228,12 @@ class VLLMEngine:
         self.rank = torch.distributed.get_rank() if dist else 0
         self.world_size = torch.distributed.get_world_size() if dist else 1
         self.tp = cfg.vllm_tensor_parallel_size
-        if self.world_size % self.tp:
+        if self.world_size > 1 and self.world_size % self.tp:  # one process (evaluation): vLLM spawns its workers
             raise ValueError(f"rollout.vllm_tensor_parallel_size={self.tp} must divide the world size "
                              f"{self.world_size}")
         self.cuda = torch.cuda.is_available()
         self.sleep_level = cfg.vllm_sleep_level if cfg.vllm_enable_sleep and self.cuda else 0
-        self.dtype = next(model.parameters()).dtype if model is not None else torch.bfloat16
+        self.dtype = next(model.parameters()).dtype if model is not None else dtype
         self.bucket_bytes = int(cfg.vllm_weight_bucket_mb * 2**20)
         self.last_buckets: list[list[str]] = []  # names per bucket of the latest push (tests, debugging)
         self._model = model
@@ -249,8 +258,9 @@ class VLLMEngine:
                               f"bash scripts/setup_vllm_cpu.sh for the CPU tests ({err})") from None
         cfg = self.cfg
         path = model_path or self._weights_dir(model)
-        if model is not None or self.world_size > 1:
-            # The engine core must live in this process: weights are handed over as a Python generator.
+        if model is not None or self.world_size > 1 or self.tp == 1:
+            # The engine core lives in this process: weights are handed over as a Python generator (and no engine
+            # process is spawned where nothing needs one).
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if not self.cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (vLLM's default: 4)

@@ -221,3 +221,23 @@ def test_engine_class_is_lazy_and_names_the_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     assert engine_class("vllm") is VLLMEngine
     assert "vllm" not in sys.modules or hasattr(sys.modules["vllm"], "LLM")  # nothing imported vLLM by accident
+
+
+def test_tensor_parallel_for_evaluation():
+    from spark_vl.rollout.vllm import tensor_parallel_for
+
+    assert tensor_parallel_for(28, 8) == 4  # Qwen2.5-VL-7B: 28 heads
+    assert tensor_parallel_for(40, 8) == 8 and tensor_parallel_for(64, 3) == 2 and tensor_parallel_for(16, 0) == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rollout.vllm_sleep_level=3", "must be 1 or 2"),
+    ("rollout.vllm_gpu_memory_utilization=1.5", "must lie in"),
+    ("algorithm.is_cap=1.0", "must be > 1"),
+    ("spark.enabled=true spark.recycle_from=initial", "second vLLM engine"),
+])
+def test_vllm_settings_are_validated(override, message):
+    from spark_vl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["rollout.backend=vllm", *override.split()])
