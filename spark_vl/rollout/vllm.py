@@ -312,6 +312,11 @@ class VLLMEngine:
         return groups[self.rank // self.tp]
 
     # -- weights and memory ----------------------------------------------------------------------------------
+    @property
+    def model(self):
+        """The training module whose weights vLLM serves (None for an inference-only engine)."""
+        return self._model
+
     def sync_weights(self, model) -> None:
         """Take `model`'s weights at the next wake (or generate): after an update vLLM's copy is stale."""
         self._model = model

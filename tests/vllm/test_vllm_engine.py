@@ -1,6 +1,6 @@
 """The vLLM backend against a real vLLM (CPU build, fp32): log-probs, weight push, repeated images, greedy parity.
 
-Run in the vLLM virtualenv: `bash scripts/setup_vllm_cpu.sh && .venv-vllm/bin/python -m pytest -m vllm`.
+Run in the vLLM virtualenv: `bash scripts/setup_vllm_cpu.sh && .venv-vllm/bin/python -m pytest -m vllm tests/vllm`.
 Skipped where vLLM is not installed. One engine (tiny Qwen2.5-VL with 64-dim heads, the smallest CPU attention
 size) serves the module; each test leaves its weights synced.
 """
