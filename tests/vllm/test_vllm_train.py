@@ -20,7 +20,7 @@ from tests.integration._train_utils import clean_env
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["model.path=builtin:tiny-qwen2.5-vl-hd64", "data.synthetic_tasks=[color]", "data.val_size=16",
-        "rollout.max_new_tokens=12", "trainer.rollout_steps=30", "trainer.eval_every=0", "trainer.save_every=0",
+        "rollout.max_new_tokens=24", "trainer.rollout_steps=30", "trainer.eval_every=0", "trainer.save_every=0",
         "logging.progress=false", "logging.tensorboard=false", "rollout.vllm_max_model_len=512"]
 
 
