@@ -413,6 +413,12 @@ class VLLMEngine:
 
     def _sampling_params(self, n: int, sampling: SamplingParams):
         greedy = sampling.greedy
+        seed = sampling.seed
+        if seed is not None and not self.cuda:
+            # vLLM 0.32's CPU runner fails on seeded requests ("CPU Generator does not use offset"); the engine's
+            # own seed (rank // TP) still makes runs reproducible.
+            self._say_once("seed", "per-request sampling seeds are ignored by the vLLM backend on CPU")
+            seed = None
         return self.sampling_params_cls(
             n=n,
             temperature=0.0 if greedy else sampling.temperature,
@@ -422,7 +428,7 @@ class VLLMEngine:
             repetition_penalty=sampling.repetition_penalty,
             stop=list(sampling.stop) or None,
             stop_token_ids=self.stop_ids,
-            seed=sampling.seed,
+            seed=seed,
             logprobs=0,  # the sampled token's own log-prob
             logit_bias={i: SUPPRESS_BIAS for i in self.suppress_ids} or None,
             detokenize=bool(sampling.stop),  # stop strings need vLLM's text; ours is decoded below

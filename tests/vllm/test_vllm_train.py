@@ -44,7 +44,7 @@ def test_vllm_training_learns_like_hf(tmp_path):
     print(json.dumps(summary, indent=1))
     for backend, s in summary.items():
         assert s["sft_last"] < 0.3 * s["sft_first"], backend
-        assert s["format_first5"] < 0.05 < s["format_last10"], backend  # the rollouts follow the training
+        assert s["format_first5"] < 0.05 and s["format_last10"] > 0.2, backend  # the rollouts follow the training
     assert summary["vllm"]["format_last10"] > 0.5 * summary["hf"]["format_last10"] - 0.05
     for m in runs["vllm"]:  # the sampler gap stays small; nothing leaves the IS band
         assert m["rollout/logprob_abs_diff"] < 0.02 and m["rollout/is_outside_frac"] == 0.0
