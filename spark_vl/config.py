@@ -61,7 +61,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = "hf"  # hf, or a "package.module:Class" engine (spark_vl/rollout/__init__.py)
+    backend: str = "hf"  # hf, vllm (colocated, spark_vl/rollout/vllm.py) or a "package.module:Class" engine
     samples_per_prompt: int = 4  # n rollouts per prompt (the GRPO group size)
     temperature: float = 1.0
     top_p: float = 1.0
@@ -70,9 +70,15 @@ class RolloutConfig:
     stop: list[str] = field(default_factory=list)
     repetition_penalty: float = 1.0
     generation_batch_size: int = 64  # sequences per generate() call (prompts x samples)
+    # backend vllm: share of TOTAL GPU memory the engine claims while awake (weights + KV cache)
     vllm_gpu_memory_utilization: float = 0.5
-    vllm_tensor_parallel_size: int = 1
-    vllm_enable_sleep: bool = True
+    vllm_tensor_parallel_size: int = 1  # ranks per vLLM engine (within a node; must divide the world size)
+    vllm_enable_sleep: bool = True  # free the engine's GPU memory during the update (GPU only; no-op on CPU)
+    vllm_sleep_level: int = 2  # 1 = weights to host RAM (a copy per rank), 2 = drop them (re-pushed at wake)
+    vllm_max_model_len: int | None = None  # prompt + response tokens; None = the model's maximum
+    vllm_max_images_per_prompt: int = 4
+    vllm_weight_bucket_mb: int = 1024  # weight push: parameters gathered and sent per bucket (cut at layers)
+    vllm_enforce_eager: bool = False  # no CUDA graphs (always eager on CPU)
 
 
 @dataclass
@@ -143,6 +149,12 @@ class AlgorithmConfig:
     # holds prompts_per_step informative groups, at most this many extra rounds (then the step runs short).
     dynamic_sampling: bool = False
     dynamic_sampling_max_rounds: int = 3
+    # Importance-sampling correction of the sampler/trainer gap, rho = exp(old_logp - sampler_logp) per token
+    # (spark_vl/algorithms/correction.py): token = min(rho, cap) [TIS], mask = drop tokens with rho outside
+    # [1/cap, cap], sequence = min(prod rho, cap), sequence_mask = drop sequences whose geometric-mean rho is outside
+    # [1/cap, cap]. auto = token for rollout.backend=vllm, none otherwise (hf samples with the trained module).
+    is_correction: Literal["auto", "none", "token", "mask", "sequence", "sequence_mask"] = "auto"
+    is_cap: float = 2.0
 
 
 @dataclass
@@ -545,6 +557,21 @@ def validate(cfg: Config, world_size: int = 1) -> None:
             )
     if r.backend not in ("hf", "vllm") and ":" not in r.backend:
         raise ConfigError(f"rollout.backend={r.backend!r} is not a backend; choose hf, vllm or package.module:Class")
+    if a.is_cap <= 1.0:
+        raise ConfigError(f"algorithm.is_cap={a.is_cap} must be > 1")
+    if r.backend == "vllm":
+        if not 0.0 < r.vllm_gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"rollout.vllm_gpu_memory_utilization={r.vllm_gpu_memory_utilization} must lie in "
+                              "(0, 1]")
+        if r.vllm_sleep_level not in (1, 2):
+            raise ConfigError(f"rollout.vllm_sleep_level={r.vllm_sleep_level} must be 1 or 2")
+        tp = r.vllm_tensor_parallel_size
+        if tp < 1 or (world_size > 1 and world_size % tp):  # world size 1 = loading, before the launch is known
+            raise ConfigError(f"rollout.vllm_tensor_parallel_size={tp} must divide the world size {world_size}")
+        if cfg.spark.enabled and cfg.spark.recycle_from == "initial":
+            raise ConfigError("spark.recycle_from=initial needs a second rollout engine for the frozen initial "
+                              "model; with rollout.backend=vllm that is a second vLLM engine per process, which is "
+                              "not supported: use rollout.backend=hf for this ablation")
     per_rank = t.micro_batch_size * world_size
     if t.sequences_per_optimizer_step % per_rank:
         raise ConfigError(
@@ -612,6 +639,7 @@ class Derived:
     expert_sequences_per_step: int  # expert solutions mixed into each policy step, all ranks (sft / CHORD)
     total_optimizer_steps: int  # planned: the LR schedule spans these
     warmup_steps: int
+    is_correction: str = "none"  # algorithm.is_correction with "auto" resolved for the rollout backend
 
 
 def derived(cfg: Config, world_size: int = 1) -> Derived:
@@ -650,7 +678,17 @@ def derived(cfg: Config, world_size: int = 1) -> Derived:
         expert_sequences_per_step=expert_sequences(cfg),
         total_optimizer_steps=total,
         warmup_steps=int(round(t.warmup_ratio * total)),
+        is_correction=resolve_is_correction(cfg),
     )
+
+
+def resolve_is_correction(cfg: Config) -> str:
+    """`algorithm.is_correction` with auto resolved: token-level TIS for vLLM rollouts (a different engine
+    samples), none for hf (the trained module samples; the ratio is 1 up to numerics)."""
+    mode = cfg.algorithm.is_correction
+    if mode != "auto":
+        return mode
+    return "token" if cfg.rollout.backend == "vllm" else "none"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

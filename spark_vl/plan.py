@@ -36,8 +36,8 @@ built-in table of the released Qwen2.5-VL / Qwen3-VL sizes. Simplifications, sta
   (3 I + 2 h per prompt token, bf16) for the whole generation batch. vLLM backend (colocated, one engine per
   rank): while awake it claims rollout.vllm_gpu_memory_utilization of the GPU's TOTAL memory (weights / TP +
   KV cache + its own buffers); asleep, level 1 copies its weights to host RAM and drops the KV cache, level 2
-  drops both (the sleep level is not a config field yet: --vllm-sleep-level, default 2 as recommended in
-  docs). Without sleep the engine keeps its share during the update.
+  drops both (rollout.vllm_sleep_level, default 2; --vllm-sleep-level overrides it). Without sleep the engine
+  keeps its share during the update.
 - Fixed terms (assumed, not derived): 2 GiB per GPU for the CUDA context, NCCL buffers and allocator slack;
   the ZeRO communication buckets (reduce bucket, 5e8 elements by default, bf16; 2x under ZeRO-3 for the
   gathered-parameter prefetch: the largest of the embedding and two decoder layers); 4 GiB of host RAM per
@@ -320,8 +320,10 @@ def _act_bytes_per_token_layer(h: int, q: int, kv: int, inter: int, heads: int, 
 
 
 def make_plan(cfg, hardware: Hardware, shape: ModelShape | None = None, prompt_len: int | None = None,
-              response_len: int | None = None, images_per_prompt: int = 1, vllm_sleep_level: int = 2) -> Plan:
+              response_len: int | None = None, images_per_prompt: int = 1,
+              vllm_sleep_level: int | None = None) -> Plan:
     """The memory plan of `cfg` (a spark_vl.config.Config) on `hardware`; `shape` defaults to the model's."""
+    vllm_sleep_level = vllm_sleep_level or cfg.rollout.vllm_sleep_level
     shape = shape or shape_from_config(cfg.model.path)
     pc = count_params(shape)
     n_total = pc.total
@@ -652,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="prompt tokens to plan for (default data.max_prompt_length: the worst case)")
     parser.add_argument("--response-length", type=int, default=None, help="default rollout.max_new_tokens")
     parser.add_argument("--images-per-prompt", type=int, default=1)
-    parser.add_argument("--vllm-sleep-level", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--vllm-sleep-level", type=int, choices=(1, 2), default=None,
+                        help="default rollout.vllm_sleep_level")
     parser.add_argument("--model-shape", default=None,
                         help="plan with another model's shape (a folder or a known id) instead of model.path")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")

@@ -71,7 +71,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--both-orders", action="store_true", default=None,
                    help="reward benchmarks: also judge the flipped order (position consistency)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--backend", default="hf", help="rollout engine: hf (now) or vllm (when it lands)")
+    p.add_argument("--backend", default="hf",
+                   help="rollout engine: hf (transformers) or vllm (tensor parallel across the visible GPUs)")
     p.add_argument("--llm-judge", metavar="MODULE:ATTR", help="an optional LLM answer judge (spark_vl.eval.judge)")
     p.add_argument("--config", help="YAML preset whose model and eval sections give the defaults")
     p.add_argument("--score-only", metavar="FILE|DIR", help="re-score saved items (no model needed)")
@@ -163,6 +164,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             logger.info("%s: evaluating %d of %d splits; missing: %s", bench.name,
                         len(lb.splits) - len(lb.missing_splits), len(lb.splits), ", ".join(lb.missing_splits))
         loaded[bench.name] = lb
+    if args.backend == "vllm" and (ev.self_reflect or ev.best_of_n > 1):
+        raise UsageError("--self-reflect and --best-of-n judge with the model's own P(yes), a transformers forward "
+                         "pass: run them with --backend hf")
     model_id = args.model_name or model_cfg.path
     out = Path(args.out or Path("runs/eval") / _safe_name(model_id))
     engine = _engine(model_cfg, args.device, ev.batch_size, out, args.backend)
@@ -214,11 +218,45 @@ def _engine(model_cfg, device: str, batch_size: int, out: Path, backend: str = "
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model_cfg.path = _resolve_model(model_cfg.path, out)
+    if backend == "vllm":
+        return _vllm_engine(model_cfg, batch_size, device)
     model, processor = load_model(model_cfg, device)
     try:
         return make_engine(RolloutConfig(backend=backend, generation_batch_size=batch_size), model, processor)
     except (NotImplementedError, ValueError) as err:
         raise UsageError(str(err)) from None
+
+
+def _vllm_engine(model_cfg, batch_size: int, device: str):
+    """vLLM for evaluation: no training process, the weights read from the model folder, tensor parallel across the
+    visible GPUs (the largest power of two dividing the heads). Same prompts, images and scoring as `hf`."""
+    import torch
+
+    from spark_vl.config import RolloutConfig
+    from spark_vl.models import BUILTIN_PREFIX, load_model, load_processor, resolve_dtype
+    from spark_vl.rollout import engine_class
+
+    try:
+        engine_class("vllm")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    from spark_vl.rollout.vllm import VLLMEngine, tensor_parallel_for
+
+    model, path, heads = None, model_cfg.path, 1
+    if path.startswith(BUILTIN_PREFIX):  # no folder to read: the engine writes the tiny model out itself
+        model, processor = load_model(model_cfg, "cpu")
+    else:
+        from transformers import AutoConfig
+
+        processor = load_processor(model_cfg)
+        config = AutoConfig.from_pretrained(path)
+        heads = getattr(getattr(config, "text_config", config), "num_attention_heads", 1)
+    gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+    cfg = RolloutConfig(backend="vllm", generation_batch_size=batch_size, vllm_enable_sleep=False,
+                        vllm_tensor_parallel_size=tensor_parallel_for(heads, gpus) if gpus else 1,
+                        vllm_gpu_memory_utilization=0.85)
+    return VLLMEngine(model, processor, cfg, model_path=None if model is not None else path,
+                      dtype=resolve_dtype(model_cfg.dtype, device))
 
 
 def _resolve_model(spec: str, out: Path) -> str:

@@ -25,7 +25,10 @@ SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 
-TINY_MODELS = ("tiny-qwen2.5-vl", "tiny-qwen3-vl")
+TINY_MODELS = ("tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-qwen2.5-vl-hd64", "tiny-qwen3-vl-hd64")
+# The -hd64 variants have attention heads of 64 dimensions (text hidden 128, 2 heads), the smallest head size
+# vLLM's CPU attention accepts; they are what the tests marked `vllm` run on.
+HEAD_DIM_64 = "-hd64"
 
 # Qwen2-VL style chat template: images become <|vision_start|><|image_pad|><|vision_end|>, which the
 # processor expands to one pad token per merged patch.
@@ -103,6 +106,7 @@ def build_tokenizer(vocab_size: int = 512):
 
 def build_processor(family: str, min_pixels: int = 3136, max_pixels: int = 12544):
     """The real Qwen processor class of `family` around the in-process tokenizer."""
+    family = family.removesuffix(HEAD_DIM_64)
     tokenizer = build_tokenizer()
     if family == "tiny-qwen2.5-vl":
         from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
@@ -129,6 +133,8 @@ def build_processor(family: str, min_pixels: int = 3136, max_pixels: int = 12544
 
 
 def build_config(family: str, tokenizer):
+    wide = family.endswith(HEAD_DIM_64)
+    family = family.removesuffix(HEAD_DIM_64)
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
         ("image_token_id", "<|image_pad|>"),
         ("video_token_id", "<|video_pad|>"),
@@ -148,23 +154,30 @@ def build_config(family: str, tokenizer):
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
+    # mrope_section splits head_dim / 2 rotary frequencies over (time, height, width)
+    mrope = [2, 3, 3]
+    if wide:
+        text.update(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2)
+        mrope = [8, 12, 12]
     if family == "tiny-qwen2.5-vl":
         from transformers import Qwen2_5_VLConfig
 
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
         vision = dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+            patch_size=14,
             spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1],
         )
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
     from transformers import Qwen3VLConfig
 
-    text["head_dim"] = 16
+    text["head_dim"] = 64 if wide else 16
     text["rope_parameters"] = {
-        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True,
+        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope, "mrope_interleaved": True,
     }
     vision = dict(
-        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+        patch_size=16,
         spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256, deepstack_visual_indexes=[0],
     )
     return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)

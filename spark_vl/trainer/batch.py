@@ -30,10 +30,12 @@ class TrainBatch:
     image_grid_thw: torch.Tensor | None  # [num_images, 3]
     response_mask: torch.Tensor  # [B, T-1] float, 1 where the predicted token is a response token
     advantages: torch.Tensor  # [B, T-1] float (sequence advantage broadcast over response tokens)
-    old_logprobs: torch.Tensor | None = None  # [B, T-1] behaviour/old policy log-probs
+    old_logprobs: torch.Tensor | None = None  # [B, T-1] old policy log-probs (the trainer, before the update)
     ref_logprobs: torch.Tensor | None = None  # [B, T-1] frozen reference log-probs
     loss_weights: torch.Tensor | None = None  # [B] per-sequence weight (e.g. auxiliary share), default 1
     is_expert: torch.Tensor | None = None  # [B] bool, sequences trained with the supervised term
+    # [B, T-1] the sampler's log-probs (importance-sampling correction); rows without any hold old_logprobs
+    behaviour_logprobs: torch.Tensor | None = None
 
     @property
     def num_sequences(self) -> int:
@@ -60,7 +62,7 @@ class Sequence:
     is_expert: bool = False
     old_logprobs: list[float] | None = None  # filled by the trainer before the update
     ref_logprobs: list[float] | None = None
-    behaviour_logprobs: list[float] | None = None  # the sampler's own, compared with old_logprobs as a metric
+    behaviour_logprobs: list[float] | None = None  # the sampler's own: the gap metrics and the IS correction
     key: str = ""  # the prompt's stable key (data.prompts.prompt_key); empty for expert sequences
 
 
@@ -78,6 +80,8 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
     ref_lp = torch.zeros(B, T - 1)
     has_old = all(s.old_logprobs is not None for s in seqs)
     has_ref = all(s.ref_logprobs is not None for s in seqs)
+    has_behaviour = has_old and any(s.behaviour_logprobs is not None for s in seqs)
+    behaviour_lp = torch.zeros(B, T - 1)
     pixels, grids = [], []
     for b, s in enumerate(seqs):
         p, r = len(s.prompt.input_ids), len(s.response_ids)
@@ -91,6 +95,9 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
             old_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.old_logprobs)
         if has_ref:
             ref_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.ref_logprobs)
+        if has_behaviour:  # a row without sampler log-probs (expert, filler) gets ratio 1
+            own = s.behaviour_logprobs if s.behaviour_logprobs is not None else s.old_logprobs
+            behaviour_lp[b, p - 1 : p - 1 + r] = torch.tensor(own)
         if s.prompt.pixel_values is not None:
             pixels.append(s.prompt.pixel_values)
             grids.append(s.prompt.image_grid_thw)
@@ -106,6 +113,7 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
         ref_logprobs=ref_lp if has_ref else None,
         loss_weights=torch.tensor([s.weight for s in seqs], dtype=torch.float32),
         is_expert=torch.tensor([s.is_expert for s in seqs], dtype=torch.bool),
+        behaviour_logprobs=behaviour_lp if has_behaviour else None,
     )
 
 

@@ -25,6 +25,7 @@ import torch
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
 from spark_vl.algorithms.advantages import flat_groups
 from spark_vl.algorithms.chord import chord_mu, sft_token_loss
+from spark_vl.algorithms.correction import is_weights, sampler_gap
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
 from spark_vl.algorithms.spo import DEFAULT_WEIGHT
@@ -390,10 +391,14 @@ class Trainer:
                     s.ref_logprobs = values
         self.model.train()
         for s in seqs:
-            if s.behaviour_logprobs is not None and len(s.behaviour_logprobs) == len(s.old_logprobs):
-                d = torch.tensor(s.old_logprobs) - torch.tensor(s.behaviour_logprobs)  # log(trainer / sampler)
-                metrics.add(f"{prefix}rollout/logprob_abs_diff", d.abs().sum().item(), len(d))
-                metrics.add(f"{prefix}rollout/sampler_kl_k3", (torch.expm1(d) - d).sum().item(), len(d))
+            if s.behaviour_logprobs is not None and len(s.behaviour_logprobs) == len(s.old_logprobs) > 0:
+                gap = sampler_gap(torch.tensor(s.old_logprobs), torch.tensor(s.behaviour_logprobs),
+                                  self.cfg.algorithm.is_cap)  # rho = trainer / sampler
+                metrics.add(f"{prefix}rollout/logprob_abs_diff", gap.abs_diff, gap.tokens)
+                metrics.add(f"{prefix}rollout/sampler_kl_k3", gap.k3, gap.tokens)
+                metrics.add(f"{prefix}rollout/is_ratio_mean", gap.ratio, gap.tokens)
+                metrics.add(f"{prefix}rollout/is_outside_frac", gap.outside, gap.tokens)
+                metrics.maximum(f"{prefix}rollout/is_ratio_max", gap.ratio_max)
 
     @property
     def spo_state(self) -> dict | None:
@@ -420,6 +425,7 @@ class Trainer:
             spo_glue.remember([(s.key, s) for s in seqs if not s.is_expert], spo)
         t1 = time.perf_counter()
         self.update(seqs, max(1, optimizer_steps // self.cfg.algorithm.ppo_epochs), metrics)
+        self.rollout_engine.sync_weights(self.model)  # an engine with its own weights (vLLM) takes the new ones
         metrics.add(f"time/{prefix}logprobs", t1 - t0)
         metrics.add(f"time/{prefix}update", time.perf_counter() - t1)
 
@@ -546,7 +552,8 @@ class Trainer:
         weights = batch.loss_weights.unsqueeze(1)
         pg_mask, sft_mask = mask * (1.0 - expert), mask * expert
         out = policy_loss_fn(logp, batch.old_logprobs, batch.advantages, pg_mask, a)
-        loss = aggregate(out.loss_BT * weights, pg_mask, a.loss_agg, pg_denom)
+        is_w = is_weights(batch.old_logprobs, batch.behaviour_logprobs, pg_mask, self.plan.is_correction, a.is_cap)
+        loss = aggregate(out.loss_BT * weights * is_w, pg_mask, a.loss_agg, pg_denom)
         n_pg = pg_mask.sum().item()
         # Each micro-batch holds a share of its optimizer step's loss: weight the shares so the logged value is
         # the mean over optimizer steps of the full step loss.

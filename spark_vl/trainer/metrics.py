@@ -30,12 +30,13 @@ MAIN_CURVES = [
 
 class Means:
     """Named metrics of one step, reduced across ranks in one call: `add` gives a mean (sum / count over every
-    rank), `total` a global sum (e.g. items trained this step, all ranks)."""
+    rank), `total` a global sum (e.g. items trained this step, all ranks), `maximum` the largest value."""
 
     def __init__(self):
         self.sums: Counter = Counter()
         self.counts: Counter = Counter()
         self.totals: Counter = Counter()
+        self.maxima: dict[str, float] = {}
 
     def add(self, name: str, total: float, count: float = 1.0) -> None:
         self.sums[name] += float(total)
@@ -44,16 +45,24 @@ class Means:
     def total(self, name: str, value: float) -> None:
         self.totals[name] += float(value)
 
+    def maximum(self, name: str, value: float) -> None:
+        self.maxima[name] = max(self.maxima.get(name, float("-inf")), float(value))
+
     def reduce(self, device) -> dict[str, float]:
         # Ranks may hold different names (a rank without auxiliary items, a category only one rank saw): reduce
-        # over the union, so every rank joins the same all-reduce.
-        names, summed = (sorted(set().union(*parts)) for parts in
-                         zip(*all_gather_objects((list(self.sums), list(self.totals)))))
+        # over the union, so every rank joins the same all-reduce. Maxima travel with the names.
+        gathered = all_gather_objects((list(self.sums), list(self.totals), self.maxima))
+        names, summed = (sorted(set().union(*parts)) for parts in zip(*[g[:2] for g in gathered]))
+        maxima: dict[str, float] = {}
+        for part in (g[2] for g in gathered):
+            for n, v in part.items():
+                maxima[n] = max(maxima.get(n, float("-inf")), v)
         flat = all_reduce_sum([self.sums[n] for n in names] + [self.counts[n] for n in names]
                               + [self.totals[n] for n in summed], device)
         k = len(names)
         out = {n: flat[i] / flat[k + i] if flat[k + i] else float("nan") for i, n in enumerate(names)}
         out.update({n: flat[2 * k + i] for i, n in enumerate(summed)})
+        out.update(maxima)
         return out
 
 
