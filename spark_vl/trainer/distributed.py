@@ -203,6 +203,11 @@ def all_gather_objects(value) -> list:
     return out
 
 
+def gather_rows(rows: list) -> list:
+    """Every rank's `rows`, concatenated in rank order (a plain process gets its own)."""
+    return [row for part in all_gather_objects(rows) for row in part]
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
         return list(values)

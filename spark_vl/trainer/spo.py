@@ -23,7 +23,7 @@ from spark_vl.config import AlgorithmConfig
 from spark_vl.data.prompts import prompt_key
 from spark_vl.models.encode import PromptEncoder
 from spark_vl.trainer.batch import Sequence
-from spark_vl.trainer.distributed import all_gather_objects
+from spark_vl.trainer.distributed import gather_rows
 from spark_vl.types import Prompt, RolloutGroup
 
 
@@ -57,7 +57,7 @@ def seed_from_samples(groups: list[RolloutGroup], state: dict, cfg: AlgorithmCon
 
 
 def _seed(rows: list[tuple[str, float, int]], state: dict, cfg: AlgorithmConfig) -> None:
-    for key, successes, samples in (row for part in all_gather_objects(rows) for row in part):
+    for key, successes, samples in gather_rows(rows):
         seed_prior(state, key, successes, samples, cfg.spo_rho_min)
 
 
@@ -83,7 +83,7 @@ def set_forgetting(scored: list[tuple[str, Sequence]], state: dict, cfg: Algorit
     for key, seq in scored:
         pairs = list(zip(seq.behaviour_logprobs, seq.old_logprobs))
         drifts.append((key, sum(abs(a - b) for a, b in pairs) / max(1, len(pairs))))
-    everything = [row for part in all_gather_objects(drifts) for row in part]
+    everything = gather_rows(drifts)
     state["rho"] = {key: forgetting_factor(d, cfg.spo_rho_min) for key, d in everything}
     return [d for _, d in drifts]
 
@@ -94,7 +94,7 @@ def remember(seqs: list[tuple[str, Sequence]], state: dict) -> None:
     rows = [(key, array.array("i", s.response_ids).tobytes(), array.array("f", s.old_logprobs).tobytes())
             for key, s in seqs if s.old_logprobs is not None]
     last = state.setdefault("last", {})
-    for key, ids, logps in (row for part in all_gather_objects(rows) for row in part):
+    for key, ids, logps in gather_rows(rows):
         last[key] = [ids, logps]
 
 
