@@ -23,7 +23,7 @@ from PIL import Image
 
 from spark_vl.config import Config, derived
 from spark_vl.data.prompts import build_prompt
-from spark_vl.trainer import spark_phase
+from spark_vl.trainer import distributed, spark_phase
 from spark_vl.trainer.metrics import Means
 from spark_vl.types import RewardOutput, Rollout, RolloutGroup, Sample
 
@@ -100,8 +100,9 @@ def simulate(world: int, schedule: str = "alternate", steps: int = 30, accuracy:
             errors.append(err)
             net.barrier.abort()
 
-    saved = spark_phase.all_gather_objects, spark_phase.all_reduce_sum
+    saved = spark_phase.all_gather_objects, spark_phase.all_reduce_sum, distributed.all_gather_objects
     spark_phase.all_gather_objects, spark_phase.all_reduce_sum = net.all_gather_objects, net.all_reduce_sum
+    distributed.all_gather_objects = net.all_gather_objects  # behind share_of
     try:
         threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world)]
         for t in threads:
@@ -109,7 +110,7 @@ def simulate(world: int, schedule: str = "alternate", steps: int = 30, accuracy:
         for t in threads:
             t.join()
     finally:
-        spark_phase.all_gather_objects, spark_phase.all_reduce_sum = saved
+        spark_phase.all_gather_objects, spark_phase.all_reduce_sum, distributed.all_gather_objects = saved
     if errors:
         raise errors[0]
     total = sum(per_rank, Counter())

@@ -20,6 +20,7 @@ import torch
 
 from spark_vl.config import Config, ConfigError, Derived
 from spark_vl.models import load_model
+from spark_vl.spark.aux_queue import waterfill
 
 
 @dataclass
@@ -206,6 +207,12 @@ def all_gather_objects(value) -> list:
 def gather_rows(rows: list) -> list:
     """Every rank's `rows`, concatenated in rank order (a plain process gets its own)."""
     return [row for part in all_gather_objects(rows) for row in part]
+
+
+def share_of(count: int, budget: int, rank: int) -> int:
+    """This rank's share of a per-step `budget` given every rank's `count` (`waterfill`: what one process holding
+    everything would take, split over the ranks). A collective: every rank calls it."""
+    return waterfill([int(c) for c in all_gather_objects(count)], budget)[rank]
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -37,7 +37,6 @@ from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, make_engine
 from spark_vl.rollout.hf import vision_token_ids
-from spark_vl.spark.aux_queue import waterfill
 from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer import spo as spo_glue
@@ -52,6 +51,7 @@ from spark_vl.trainer.distributed import (
     build_judge,
     grad_norm,
     init_distributed,
+    share_of,
     zero3_loading,
     zero_loss,
 )
@@ -222,6 +222,14 @@ class TrainState:
     skipped_updates: int = 0
     # Algorithm state saved in checkpoints: {"spark": SparkPhase state, "<advantage name>": estimator state}.
     algorithm: dict = field(default_factory=dict)
+
+
+def informative(groups: list[RolloutGroup]) -> list[RolloutGroup]:
+    """The groups whose rewards are not all equal (a flat group has zero advantage: no gradient)."""
+    if not groups:
+        return []
+    flat = flat_groups(torch.tensor([g.rewards for g in groups])).squeeze(1).tolist()
+    return [g for g, f in zip(groups, flat) if not f]
 
 
 def check_divergence(state: TrainState, skipped_before: int, step: int, max_bad_steps: int) -> None:
@@ -435,7 +443,7 @@ class Trainer:
         until the step holds `prompts_per_step` informative groups over all ranks, at most
         `dynamic_sampling_max_rounds` extra rounds; then exactly that many (a short step if the rounds ran out)."""
         a, want = self.cfg.algorithm, self.cfg.trainer.prompts_per_step
-        keep = [g for g in groups if not bool(flat_groups(torch.tensor([g.rewards])).item())]
+        keep = informative(groups)
         local_seen = len(groups)
         seen, kept = all_reduce_sum([local_seen, len(keep)], self.dist.device)
         metrics.total("dapo/filtered_groups", len(groups) - len(keep))
@@ -447,13 +455,13 @@ class Trainer:
             extra = source.next_prompts(draw)[self.dist.rank :: self.dist.world_size]
             more = self.rollout(extra, n, metrics, "")
             self.reward(more, metrics, "")
-            informative = [g for g in more if not bool(flat_groups(torch.tensor([g.rewards])).item())]
-            keep += informative
+            useful = informative(more)
+            keep += useful
             metrics.total("dapo/extra_prompts", len(extra))
-            metrics.total("dapo/filtered_groups", len(more) - len(informative))
+            metrics.total("dapo/filtered_groups", len(more) - len(useful))
             local_seen += len(more)
             seen, kept = all_reduce_sum([local_seen, len(keep)], self.dist.device)
-        quota = waterfill([int(c) for c in all_gather_objects(len(keep))], want)[self.dist.rank]
+        quota = share_of(len(keep), want, self.dist.rank)
         metrics.add("dapo/short_step", float(kept < want))
         metrics.total("dapo/groups_trained", quota)
         return keep[:quota]

@@ -25,8 +25,8 @@ import torch
 
 from spark_vl.config import Config, Derived
 from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle, verdict_separation
-from spark_vl.spark.aux_queue import plan_take, waterfill
-from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum
+from spark_vl.spark.aux_queue import plan_take
+from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum, share_of
 from spark_vl.trainer.metrics import Means
 from spark_vl.types import Prompt, RolloutGroup
 
@@ -60,7 +60,7 @@ class SparkPhase:
 
     def _quota(self, n: int, cap: int) -> int:
         """This rank's share of a per-step cap, from every rank's candidate count (a collective call)."""
-        return waterfill([int(c) for c in all_gather_objects(n)], cap)[self.dist.rank]
+        return share_of(n, cap, self.dist.rank)
 
     def recycle(self, groups: list[RolloutGroup], step: int, metrics: Means) -> None:
         """Judge and reflection prompts from this step's verified policy groups, queued for training."""

@@ -50,7 +50,8 @@ class ScriptedEngine:
     """A rollout backend (plugged in by name, `SCRIPTED`) whose responses are right or wrong as a fixed function of
     the prompt uid and the sample index, as real token ids: the same on any number of ranks.
 
-    Used where a random tiny model would never produce an answer (e.g. to exercise SPARK recycling).
+    Used where a random tiny model would never produce an answer (e.g. to exercise SPARK recycling). Subclasses
+    change `answer` (what the k-th response says) and `sampler_logprobs` (what the sampler reports).
     """
 
     def __init__(self, model, processor, cfg=None, synced_gpus=False):
@@ -65,9 +66,19 @@ class ScriptedEngine:
     def wake(self):
         pass
 
-    def generate(self, prompts, n, sampling):
+    def answer(self, prompt, k: int) -> str:
+        """The k-th response to `prompt`: right or wrong by a hash of (uid, k)."""
         import zlib
 
+        gold = prompt.sample.answer
+        right = zlib.crc32(f"{prompt.uid}/{k}".encode()) % 2 == 0
+        wrong = {"Yes": "No", "No": "Yes", "A": "B", "B": "A"}.get(gold, "7" if gold != "7" else "8")
+        return f"Let me look. \\boxed{{{gold if right else wrong}}}"
+
+    def sampler_logprobs(self, ids: list[int]) -> list[float] | None:
+        return None  # the trainer's own log-probs stand in (no sampler gap)
+
+    def generate(self, prompts, n, sampling):
         from spark_vl.types import Rollout, RolloutGroup
 
         tok = self.processor.tokenizer
@@ -75,12 +86,9 @@ class ScriptedEngine:
         for p in prompts:
             rollouts = []
             for k in range(n):
-                right = zlib.crc32(f"{p.uid}/{k}".encode()) % 2 == 0
-                gold = p.sample.answer
-                wrong = {"Yes": "No", "No": "Yes", "A": "B", "B": "A"}.get(gold, "7" if gold != "7" else "8")
-                text = f"Let me look. \\boxed{{{gold if right else wrong}}}"
+                text = self.answer(p, k)
                 ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                rollouts.append(Rollout(prompt=p, token_ids=ids, text=text, logprobs=None, finish_reason="stop"))
+                rollouts.append(Rollout(prompt=p, token_ids=ids, text=text, logprobs=self.sampler_logprobs(ids)))
             groups.append(RolloutGroup(prompt=p, rollouts=rollouts))
         return groups
 
@@ -102,22 +110,17 @@ class NoisyScriptedEngine(ScriptedEngine):
 
         return (zlib.crc32(uid.encode()) % 4 + 1) / 5
 
-    def generate(self, prompts, n, sampling):
+    def answer(self, prompt, k: int) -> str:
         import torch
 
         from spark_vl.data.prompts import prompt_key
-        from spark_vl.types import Rollout, RolloutGroup
 
-        tok = self.processor.tokenizer
-        groups = []
-        for p in prompts:
-            rollouts = []
-            for _ in range(n):
-                right = bool(torch.rand(()) < self.pass_rate(p.sample.uid))
-                text = f"\\boxed{{{p.sample.answer if right else 'nope'}}}"
-                ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                rollouts.append(Rollout(prompt=p, token_ids=ids, text=text, logprobs=None, finish_reason="stop"))
-                NoisyScriptedEngine.log.append((prompt_key(p), p.sample.uid, right))
-            groups.append(RolloutGroup(prompt=p, rollouts=rollouts))
-            NoisyScriptedEngine.groups_log.append([r.text != "\\boxed{nope}" for r in rollouts])
+        right = bool(torch.rand(()) < self.pass_rate(prompt.sample.uid))
+        NoisyScriptedEngine.log.append((prompt_key(prompt), prompt.sample.uid, right))
+        return f"\\boxed{{{prompt.sample.answer if right else 'nope'}}}"
+
+    def generate(self, prompts, n, sampling):
+        groups = super().generate(prompts, n, sampling)
+        for g in groups:
+            NoisyScriptedEngine.groups_log.append([r.text != "\\boxed{nope}" for r in g.rollouts])
         return groups

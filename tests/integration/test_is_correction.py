@@ -21,19 +21,11 @@ BACKEND = "rollout.backend=tests.integration.test_is_correction:ScriptedWithLogp
 class ScriptedWithLogprobs(ScriptedEngine):
     """Half of each group right, half wrong (so advantages are not zero), sampler log-probs -1 per token."""
 
-    def generate(self, prompts, n, sampling):
-        from spark_vl.types import Rollout, RolloutGroup
+    def answer(self, prompt, k: int) -> str:
+        return f"Let me look. \\boxed{{{prompt.sample.answer if k % 2 == 0 else 'nothing'}}}"
 
-        tok = self.processor.tokenizer
-        groups = []
-        for p in prompts:
-            rollouts = []
-            for k in range(n):
-                text = f"Let me look. \\boxed{{{p.sample.answer if k % 2 == 0 else 'nothing'}}}"
-                ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                rollouts.append(Rollout(prompt=p, token_ids=ids, text=text, logprobs=[-1.0] * len(ids)))
-            groups.append(RolloutGroup(prompt=p, rollouts=rollouts))
-        return groups
+    def sampler_logprobs(self, ids: list[int]) -> list[float]:
+        return [-1.0] * len(ids)
 
 
 @pytest.mark.parametrize("mode", ["none", "mask", "token"])

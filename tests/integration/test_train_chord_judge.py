@@ -23,15 +23,9 @@ class HalfRightEngine(ScriptedEngine):
     """Scripted rollouts, half of each group right (ScriptedEngine's groups are all right or all wrong), so every
     group has a reward spread and the RL term a gradient."""
 
-    def generate(self, prompts, n, sampling):
-        groups = super().generate(prompts, n, sampling)
-        tok = self.processor.tokenizer
-        for g in groups:
-            for k, r in enumerate(g.rollouts):
-                gold = g.prompt.sample.answer
-                r.text = f"Let me look. \\boxed{{{gold if k % 2 == 0 else ('7' if gold != '7' else '8')}}}"
-                r.token_ids = tok(r.text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        return groups
+    def answer(self, prompt, k: int) -> str:
+        gold = prompt.sample.answer
+        return f"Let me look. \\boxed{{{gold if k % 2 == 0 else ('7' if gold != '7' else '8')}}}"
 
 
 HALF_RIGHT = "rollout.backend=tests.integration.test_train_chord_judge:HalfRightEngine"
