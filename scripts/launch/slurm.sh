@@ -32,7 +32,8 @@ MASTER_PORT=${MASTER_PORT:-29500}
 PYTHON=${PYTHON:-python}
 if [[ -z "${MASTER_ADDR:-}" ]]; then
     if [[ -n "${SLURM_JOB_NODELIST:-}" ]] && command -v scontrol > /dev/null; then
-        MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+        # sed, not head: head exits after one line, scontrol then dies of SIGPIPE and pipefail ends the job (141)
+        MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
     elif [[ "${SLURM_JOB_NODELIST:-}" =~ ^([^],[]+)(\[([0-9]+))? ]]; then  # no scontrol (a dry run elsewhere)
         MASTER_ADDR="${BASH_REMATCH[1]}${BASH_REMATCH[3]}"  # gpu[01-02] -> gpu01, a,b -> a
     else
