@@ -1,57 +1,189 @@
-"""Seconds per training step and peak memory on a builtin tiny model, with the phase breakdown.
+"""Seconds per training step of spark-vl, and of TRL's GRPOTrainer on the same model, data and settings.
 
-Fixed workload: 4 prompts x 4 samples, 32 new tokens (the random model never stops early, so every
-response is exactly 32 tokens), one optimizer step per rollout step, no supervised term, CPU, ZeRO-0.
+Workload (issue 17): 4 prompts x 4 samples x 32 new tokens on the builtin synthetic picture tasks, KL to a frozen
+reference (beta 0.04, k3), lr 1e-5, clip 0.2 / 0.28, token-mean loss, one optimizer step per rollout step (one
+epoch, one mini-batch), gradient checkpointing off, fp32 on CPU. Both frameworks load the same local checkpoint
+folder (`--model`; a builtin tiny model is first written to a folder with `save_pretrained`).
 
-    python scripts/bench_step.py --steps 10 [--model builtin:tiny-qwen3-vl]
+With `--trl-python` (an interpreter that can import trl and spark_vl, e.g. a scratch virtualenv made with
+`python -m venv --system-site-packages /tmp/trl && /tmp/trl/bin/pip install trl==1.16.0`), the two run
+interleaved: `--rounds` rounds, each one spark-vl process then one TRL process of `--steps` steps; the first step
+of every process is warm-up and not counted. Prints per-phase medians for spark-vl, the step medians of both,
+completions per second and the ratio.
+
+    python scripts/bench_step.py --steps 12 --rounds 3 --trl-python /tmp/trl/bin/python
+    python scripts/bench_step.py --workload demo          # configs/demo_cpu.yaml's own step (spark-vl only)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PROMPTS, SAMPLES, NEW_TOKENS, BETA, LR = 4, 4, 32, 0.04, 1e-5
+
+WORKLOADS = {
+    # spark-vl overrides on configs/demo_cpu.yaml; "trl" is the same workload for TRL (None: spark-vl only)
+    "issue17": [
+        f"trainer.prompts_per_step={PROMPTS}", f"rollout.samples_per_prompt={SAMPLES}",
+        f"rollout.max_new_tokens={NEW_TOKENS}", f"trainer.sequences_per_optimizer_step={PROMPTS * SAMPLES}",
+        f"trainer.micro_batch_size={PROMPTS * SAMPLES}", "algorithm.sft_coef=0", "algorithm.sft_prompts_per_step=0",
+        f"algorithm.kl_coef={BETA}", "algorithm.kl_estimator=k3", f"trainer.lr={LR}", "trainer.warmup_ratio=0",
+        "trainer.min_lr_ratio=1.0",
+    ],
+    "demo": [],  # configs/demo_cpu.yaml as shipped (8 prompts x 4 samples x 24 tokens, supervised term on)
+}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--model", default="builtin:tiny-qwen2.5-vl")
-    args = parser.parse_args()
-    import torch
+def save_model(model: str, folder: Path) -> str:
+    """A local checkpoint folder for `model` (a builtin tiny model is written with save_pretrained)."""
+    if not model.startswith("builtin:"):
+        return model
+    from spark_vl.models.tiny import build_tiny
 
+    net, processor = build_tiny(model.removeprefix("builtin:"))
+    net.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+# -- workers: one process per measurement ------------------------------------------------------------------------
+def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str]) -> None:
     from spark_vl.config import load_config
     from spark_vl.trainer.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(ROOT / "configs/demo_cpu.yaml", [
-            f"model.path={args.model}", f"trainer.output_dir={tmp}/run", f"trainer.rollout_steps={args.steps}",
-            "trainer.prompts_per_step=4", "rollout.samples_per_prompt=4", "rollout.max_new_tokens=32",
-            "trainer.sequences_per_optimizer_step=16", "trainer.micro_batch_size=8", "algorithm.sft_coef=0",
-            "algorithm.sft_prompts_per_step=0", "trainer.eval_every=0", "data.val_size=0",
-            "logging.progress=false", "logging.tensorboard=false",
+            f"model.path={model}", f"trainer.output_dir={tmp}/run", f"trainer.rollout_steps={steps}",
+            "trainer.eval_every=0", "data.val_size=0", "trainer.save_every=0", "logging.progress=false",
+            "logging.tensorboard=false", *WORKLOADS[workload], *extra,
         ])
-        run = train(cfg)
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if r["step"] > 1]  # step 1 includes one-off warm-up (allocator, kernels)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    phases = ["rollout", "reward", "logprobs", "update"]
-    print(f"# training step, {args.model}, 4 prompts x 4 samples x 32 new tokens, CPU ZeRO-0 fp32")
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads; date {date.today()}; "
-          f"steps measured: {len(steps)} (after 1 warm-up)")
-    print("| phase | seconds per step (median) |")
+        rows = [json.loads(line) for line in (train(cfg) / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["step"] > 1]  # step 0 is the evaluation row, step 1 the warm-up
+    out.write_text(json.dumps({
+        "step": [r["time/step"] for r in rows],
+        "phases": {p: [r[k] for r in rows] for p in ("rollout", "reward", "logprobs", "update", "aux/rollout",
+                                                       "aux/logprobs", "aux/update") if (k := f"time/{p}") in rows[0]},
+        "length": [r["response/length_mean"] for r in rows],
+        "sequences": [r["rollout/responses"] for r in rows],
+    }))
+
+
+def run_trl(model: str, steps: int, out: Path) -> None:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from spark_vl.config import RewardConfig
+    from spark_vl.data.prompts import build_prompt
+    from spark_vl.data.synthetic import synthetic_samples
+    from spark_vl.rewards.score import score
+
+    torch.manual_seed(0)
+    samples = {s.uid: s for s in synthetic_samples(PROMPTS * (steps + 1))}
+    prompts = [build_prompt(s) for s in samples.values()]  # the same rendered question text as spark-vl's
+    data = Dataset.from_list([{"prompt": p.messages, "image": p.images[0], "uid": p.uid} for p in prompts])
+    reward_cfg = RewardConfig(format="boxed", format_weight=0.1)
+
+    def reward(completions, uid, **_):
+        return [score(c[0]["content"] if isinstance(c, list) else c, samples[u], reward_cfg).overall
+                for c, u in zip(completions, uid)]
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t0)
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = GRPOConfig(
+            output_dir=tmp, max_steps=steps, per_device_train_batch_size=PROMPTS * SAMPLES,
+            num_generations=SAMPLES, max_completion_length=NEW_TOKENS, beta=BETA, learning_rate=LR,
+            lr_scheduler_type="constant", warmup_steps=0, epsilon=0.2, epsilon_high=0.28, loss_type="dapo",
+            temperature=1.0, gradient_checkpointing=False, use_cpu=True, bf16=False, fp16=False,
+            logging_steps=1, report_to="none", save_strategy="no", seed=0, dataloader_num_workers=0,
+            shuffle_dataset=False, max_grad_norm=1.0,
+        )
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, callbacks=[clock])
+        trainer.train()
+        lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    out.write_text(json.dumps({"step": clock.times[1:], "length": lengths[1:]}))
+
+
+# -- the driver ------------------------------------------------------------------------------------------------
+def spawn(python: str, worker: str, model: str, steps: int, workload: str, extra: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [python, __file__, "--worker", worker, "--model", model, "--steps", str(steps), "--workload", workload,
+               "--out", f.name, *(["--set", *extra] if extra else [])]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+        return json.loads(Path(f.name).read_text())
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12, help="steps per process (the first is warm-up)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (spark-vl, then TRL)")
+    parser.add_argument("--model", default="builtin:tiny-qwen2.5-vl", help="a local folder or builtin:<name>")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="issue17")
+    parser.add_argument("--trl-python", default=None, help="an interpreter with trl (TRL is skipped without one)")
+    parser.add_argument("--set", nargs="*", default=[], help="extra spark-vl overrides, e.g. rollout.top_k=20")
+    parser.add_argument("--worker", choices=["spark", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker == "spark":
+        return run_spark(args.model, args.steps, args.workload, Path(args.out), args.set)
+    if args.worker == "trl":
+        return run_trl(args.model, args.steps, Path(args.out))
+    trl = args.trl_python if args.workload == "issue17" else None
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = save_model(args.model, Path(tmp) / "model")
+        spark, other = [], []
+        for _ in range(args.rounds):
+            spark.append(spawn(sys.executable, "spark", model, args.steps, args.workload, args.set))
+            if trl:
+                other.append(spawn(trl, "trl", model, args.steps, args.workload, []))
+    if trl:
+        version = subprocess.run([trl, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True)
+    flat = lambda runs, key: [x for r in runs for x in r[key]]  # noqa: E731
+    per_step = PROMPTS * SAMPLES if args.workload == "issue17" else med(flat(spark, "sequences"))
+    print(f"# training step, {args.model} ({args.workload}), CPU fp32, {torch.get_num_threads()} threads, "
+          f"{platform.machine()}, {date.today()}")
+    print(f"{args.rounds} rounds x {args.steps - 1} measured steps per framework (after 1 warm-up step each)")
+    print("| spark-vl phase | seconds per step (median) |")
     print("|---|---|")
-    for p in phases:
-        print(f"| {p} | {statistics.median(r[f'time/{p}'] for r in steps):.3f} |")
-    print(f"| **total step** | **{statistics.median(r['time/step'] for r in steps):.3f}** |")
-    print(f"peak resident memory of the process: {peak_mb:.0f} MB")
+    for phase in spark[0]["phases"]:
+        print(f"| {phase} | {med([x for r in spark for x in r['phases'][phase]]):.3f} |")
+    s = med(flat(spark, "step"))
+    print(f"| **step** | **{s:.3f}** ({per_step / s:.0f} completions/s, mean length "
+          f"{med(flat(spark, 'length')):.1f}) |")
+    if trl:
+        t = med(flat(other, "step"))
+        print(f"TRL {version.stdout.strip()} GRPOTrainer: {t:.3f} s/step ({per_step / t:.0f} completions/s, "
+              f"mean length {med(flat(other, 'length')):.1f})")
+        print(f"spark-vl / TRL completions per second: {t / s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,10 @@ class AlgorithmConfig:
     )
     loss_agg_norm: int | None = None  # constant of seq-mean-token-sum-norm; None = rollout.max_new_tokens
     ppo_epochs: int = 1  # passes over each rollout batch
+    # One epoch and one optimizer step per phase: the update's own forward pass, detached, gives the old log-probs
+    # (ratio exactly 1, as a separate pass would give up to rounding) and that pass is skipped. Used only where it is
+    # exact (Derived.reuse_old_logprobs; never with active dropout). false = always run the separate pass.
+    reuse_old_logprobs: bool = True
     sft_coef: float = 0.0  # sft_schedule=constant: weight of the supervised NLL term on expert solutions (0 = off)
     sft_prompts_per_step: int = 0  # expert samples (rows with a `solution`) mixed into each step, all ranks
     # --- CHORD (arXiv 2508.11408, docs/CHORD.md): loss = (1 - mu) * RL + mu * SFT, mu scheduled over optimizer steps.
@@ -640,6 +644,9 @@ class Derived:
     total_optimizer_steps: int  # planned: the LR schedule spans these
     warmup_steps: int
     is_correction: str = "none"  # algorithm.is_correction with "auto" resolved for the rollout backend
+    # The old log-probs come from the update's own forward pass (algorithm.reuse_old_logprobs, where exact)
+    reuse_old_logprobs: bool = False  # policy phase
+    aux_reuse_old_logprobs: bool = False  # SPARK's alternate auxiliary phase
 
 
 def derived(cfg: Config, world_size: int = 1) -> Derived:
@@ -679,7 +686,15 @@ def derived(cfg: Config, world_size: int = 1) -> Derived:
         total_optimizer_steps=total,
         warmup_steps=int(round(t.warmup_ratio * total)),
         is_correction=resolve_is_correction(cfg),
+        reuse_old_logprobs=on_policy_update(cfg, trained_policy_steps),
+        aux_reuse_old_logprobs=on_policy_update(cfg, aux_steps),
     )
+
+
+def on_policy_update(cfg: Config, optimizer_steps: int) -> bool:
+    """A phase whose single optimizer step is its only pass over its sequences: every micro-batch's forward runs
+    with the weights that sampled them, so the old log-probs equal the update's own (detached)."""
+    return cfg.algorithm.reuse_old_logprobs and cfg.algorithm.ppo_epochs == 1 and optimizer_steps == 1
 
 
 def resolve_is_correction(cfg: Config) -> str:

@@ -90,7 +90,8 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
 
     Calls the trunk (`model.model`) and then the LM head module per chunk, so ZeRO-3's parameter hooks
     still fire; `mm_token_type_ids` is always passed (Qwen3-VL needs it, Qwen2.5-VL's M-RoPE positions
-    are otherwise computed differently).
+    are otherwise computed differently). The head runs only from the batch's first response column on (the
+    prompt's logits are never used): the columns before it are 0.
     """
     out = model.model(
         input_ids=batch.input_ids,
@@ -100,6 +101,18 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
         mm_token_type_ids=batch.mm_token_type_ids,
         use_cache=False,
     )
-    hidden = out.last_hidden_state[:, :-1]
-    return chunked_logprobs(hidden, model.lm_head, batch.input_ids[:, 1:], chunk_size, temperature,
-                            entropy_grad=entropy_grad, suppress_ids=suppress_ids)
+    start = first_response_column(batch.response_mask)
+    hidden = out.last_hidden_state[:, start:-1]
+    logp, entropy = chunked_logprobs(hidden, model.lm_head, batch.input_ids[:, start + 1 :], chunk_size, temperature,
+                                     entropy_grad=entropy_grad, suppress_ids=suppress_ids)
+    if start == 0:
+        return logp, entropy
+    pad = logp.new_zeros(logp.shape[0], start)
+    return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy], dim=1)
+
+
+def first_response_column(mask_BT: torch.Tensor) -> int:
+    """The first column any row scores (a batch without response tokens keeps its last column, so the head still
+    runs once: ZeRO-3 ranks must call it alike)."""
+    columns = mask_BT.any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else mask_BT.shape[1] - 1

@@ -69,6 +69,17 @@ def zero3_partitioned(model) -> bool:
     return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
+def has_dropout(model) -> bool:
+    """True when some module drops activations in train mode: an `nn.Dropout` with p > 0 or a float `*dropout*`
+    attribute > 0 (transformers' attention modules keep `attention_dropout` as a plain float)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            return True
+        if any("dropout" in name and isinstance(value, float) and value > 0 for name, value in vars(module).items()):
+            return True
+    return False
+
+
 def vision_modules(model):
     """(vision tower, projector) of a Qwen-VL model: `model.model.visual` and its `merger`."""
     visual = getattr(getattr(model, "model", model), "visual", None)

@@ -1,50 +1,31 @@
-"""The transformers.generate rollout backend (reference implementation, CPU and single-GPU path).
+"""The transformers rollout backend (reference implementation, CPU and single-GPU path).
 
-Each prompt is encoded once (`spark_vl.models.encode`), repeated n times, left-padded and generated in
-chunks of `generation_batch_size` sequences. Sampling warpers (temperature, top-k, top-p)
-are applied by our own processor list so that the recorder, which runs last, sees the exact
-distribution each token was drawn from: behaviour log-probs cost one [batch, vocab] buffer, not the
-[batch, steps, vocab] of `output_scores`.
+Each prompt is encoded once (`spark_vl.models.encode`) and prefilled once: its n rows share the prefill's KV cache,
+copied to every row (`reorder_cache`), so the vision tower and the prompt run once per prompt, not n times. Then
+one forward pass per new token on the whole chunk (`generation_batch_size` rows), sampled exactly as
+`transformers.generate` samples (the same logits processors in the same order, `torch.multinomial` on the
+softmax: the same tokens for the same seed, a test checks it), without its per-step bookkeeping. The log-prob of
+every sampled token is read from the final (warped) scores, so the recorded behaviour log-probs are the
+distribution each token was drawn from. M-RoPE positions of a new token are its text position plus the
+prompt's offset (`rope_deltas`) that the prefill computed.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import (
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from spark_vl.config import RolloutConfig
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, pad_prompts
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
-
-
-class _LogprobRecorder(LogitsProcessor):
-    """Records log p(token_t) of every sampled token from the final (warped) scores.
-
-    At step t it receives the ids including token t-1, so it reads that token's log-prob from the
-    distribution stored at step t-1; `finish` collects the last one after generation ends.
-    """
-
-    def __init__(self, prompt_len: int):
-        self.prompt_len = prompt_len
-        self.prev: torch.Tensor | None = None  # [B, V] log-softmax of the previous step
-        self.logprobs: list[torch.Tensor] = []  # one [B] tensor per generated token
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.prev is not None:
-            self.logprobs.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
-        self.prev = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
-        if self.prev is not None and sequences.shape[1] > self.prompt_len + len(self.logprobs):
-            self.logprobs.append(self.prev.gather(1, sequences[:, -1:]).squeeze(1))
-        if not self.logprobs:
-            return torch.zeros(sequences.shape[0], 0)
-        return torch.stack(self.logprobs, dim=1).cpu()
-
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 
@@ -91,82 +72,137 @@ class HFEngine:
             for prompt, rollout in zip(chunk, self._generate_chunk(chunk, [encode(p) for p in chunk], sampling)):
                 rollouts[id(prompt)].append(rollout)
         if self.synced_gpus:
-            # ZeRO-3: every generate() call is a collective (parameters are gathered per layer), so a rank with
-            # fewer chunks joins the others' remaining calls with a one-token filler whose output is discarded.
+            # ZeRO-3: every forward pass is a collective (parameters are gathered per layer), so a rank with fewer
+            # chunks joins the others' remaining calls with a one-token filler whose output is discarded.
             for _ in range(max_over_ranks(len(chunks), next(self.model.parameters()).device) - len(chunks)):
                 filler = EncodedPrompt([self.pad_id], [0], None, None)
-                self._run_generate([filler], replace(sampling, max_new_tokens=1))
+                self._sample([filler], replace(sampling, max_new_tokens=1))
         return [RolloutGroup(prompt=p, rollouts=rollouts[id(p)]) for p in prompts]
 
     def _generate_chunk(self, prompts: list[Prompt], encoded: list[EncodedPrompt],
                         sampling: SamplingParams) -> list[Rollout]:
         tok = self.processor.tokenizer
-        out, prompt_len, logprobs = self._run_generate(encoded, sampling)
-        sequences = out.sequences.cpu()
+        tokens, logprobs, stopped = self._sample(encoded, sampling)
         results = []
         for i, prompt in enumerate(prompts):
-            ids = sequences[i, prompt_len:].tolist()
-            finish = "length"
-            for j, t in enumerate(ids):
-                if t in self.stop_ids:
-                    ids, finish = ids[: j + 1], "stop"
-                    break
+            ids = tokens[i]
             text = tok.decode(ids, skip_special_tokens=True)
-            if finish == "length" and sampling.stop and any(s in text for s in sampling.stop):
-                finish = "stop"
-            results.append(
-                Rollout(
-                    prompt=prompt,
-                    token_ids=ids,
-                    text=text,
-                    logprobs=logprobs[i, : len(ids)].tolist(),
-                    finish_reason=finish,
-                )
-            )
+            results.append(Rollout(prompt=prompt, token_ids=ids, text=text, logprobs=logprobs[i],
+                                   finish_reason="stop" if stopped[i] else "length"))
         return results
 
-    def _run_generate(self, encoded: list[EncodedPrompt], sampling: SamplingParams):
-        """transformers.generate on a left-padded batch; returns (output, prompt length, sampled log-probs)."""
-        tok = self.processor.tokenizer
-        device = next(self.model.parameters()).device
-        enc = {k: v.to(device) for k, v in pad_prompts(encoded, self.pad_id, side="left").items()}
-        if "pixel_values" in enc:
-            enc["pixel_values"] = enc["pixel_values"].to(next(self.model.parameters()).dtype)
-        prompt_len = enc["input_ids"].shape[1]
-        recorder = _LogprobRecorder(prompt_len)
-        processors = LogitsProcessorList()
+    def _scores(self, history: torch.Tensor, logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
+        """The final scores a token is drawn from, processed as transformers.generate does, in its order:
+        repetition penalty, suppressed tokens, then temperature, top-k and top-p (not for greedy)."""
+        scores = logits.float()
+        if sampling.repetition_penalty != 1.0:
+            scores = RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty)(history, scores)
+        if self.suppress_ids:
+            scores[:, self.suppress_ids] = -float("inf")
         if not sampling.greedy:
             if sampling.temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(sampling.temperature))
+                scores = TemperatureLogitsWarper(sampling.temperature)(history, scores)
             if sampling.top_k > 0:
-                processors.append(TopKLogitsWarper(sampling.top_k))
+                scores = TopKLogitsWarper(sampling.top_k)(history, scores)
             if sampling.top_p < 1.0:
-                processors.append(TopPLogitsWarper(sampling.top_p))
-        processors.append(recorder)
+                scores = TopPLogitsWarper(sampling.top_p)(history, scores)
+        return scores
+
+    def _sample(self, encoded: list[EncodedPrompt],
+                sampling: SamplingParams) -> tuple[list[list[int]], list[list[float]], list[bool]]:
+        """Token ids, their sampled log-probs and whether each row stopped (a stop token, kept, or a stop string)
+        for a chunk of encoded prompts; rows that repeat an encoded prompt object share its prefill."""
+        device = next(self.model.parameters()).device
+        first: dict[int, int] = {}
+        for e in encoded:
+            first.setdefault(id(e), len(first))
+        unique = list({id(e): e for e in encoded}.values())
+        rows = torch.tensor([first[id(e)] for e in encoded], device=device)
+        enc = {k: v.to(device) for k, v in pad_prompts(unique, self.pad_id, side="left").items()}
+        images = "pixel_values" in enc
+        if images:
+            enc["pixel_values"] = enc["pixel_values"].to(next(self.model.parameters()).dtype)
+        else:  # text only: a left-padded row's positions count its real tokens; no M-RoPE offset
+            enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0).expand(3, -1, -1)
+        B, prompt_cols = len(encoded), enc["input_ids"].shape[1]
+        history = enc["input_ids"].index_select(0, rows)  # prompt + sampled ids, for the repetition penalty
+        mask = enc["attention_mask"].index_select(0, rows)
+        stop_ids = torch.tensor(self.stop_ids, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        lengths = torch.full((B,), -1, dtype=torch.long, device=device)  # set when a row stops
+        longest_stop = max((len(s) for s in sampling.stop), default=0)
+        sampled: list[torch.Tensor] = []
+        logprobs: list[torch.Tensor] = []
+        kv = cache_arg(self.model)
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(
-                **enc,
-                do_sample=not sampling.greedy,
-                temperature=1.0,
-                top_k=None,
-                top_p=1.0,
-                max_new_tokens=sampling.max_new_tokens,
-                repetition_penalty=sampling.repetition_penalty,
-                logits_processor=processors,
-                eos_token_id=self.stop_ids,
-                pad_token_id=self.pad_id,
-                suppress_tokens=self.suppress_ids,
-                stop_strings=sampling.stop or None,
-                tokenizer=tok if sampling.stop else None,
-                synced_gpus=self.synced_gpus,
-                return_dict_in_generate=True,
-                use_cache=True,
-            )
+            out = self.model(**enc, use_cache=True, logits_to_keep=1)
+            cache = model_cache(out)
+            cache.reorder_cache(rows)  # every row gets its prompt's keys and values
+            logits = out.logits[:, -1].index_select(0, rows)
+            offsets = getattr(self.model.model, "rope_deltas", None) if images else None
+            position = mask.sum(1) + (offsets.index_select(0, rows).flatten() if offsets is not None else 0)
+            while True:
+                if len(sampled) < sampling.max_new_tokens and not bool(done.all()):
+                    scores = self._scores(history, logits, sampling)
+                    if sampling.greedy:
+                        token = scores.argmax(dim=-1)
+                    else:
+                        token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+                    token = torch.where(done, self.pad_id, token)
+                    sampled.append(token)
+                    logprobs.append(torch.log_softmax(scores, dim=-1).gather(1, token.unsqueeze(1)).squeeze(1))
+                    history = torch.cat([history, token.unsqueeze(1)], dim=1)
+                    hit = ~done & torch.isin(token, stop_ids)
+                    if longest_stop:
+                        hit |= self._stop_string(sampled, ~done & ~hit, sampling.stop, longest_stop)
+                    lengths[hit] = len(sampled)
+                    done |= hit
+                finished = len(sampled) >= sampling.max_new_tokens or bool(done.all())
+                if self.synced_gpus:  # ZeRO-3: forwards are collective; a finished rank runs on with the others
+                    finished = max_over_ranks(int(not finished), device) == 0
+                if finished:
+                    break
+                fed = mask.shape[1] - prompt_cols  # new tokens already in the cache
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+                out = self.model(input_ids=history[:, -1:], attention_mask=mask,
+                                 position_ids=(position + fed).view(1, B, 1).expand(3, B, 1),
+                                 **{kv: cache}, use_cache=True, logits_to_keep=1)
+                logits = out.logits[:, -1]
         finally:
             self.model.train(was_training)
-        return out, prompt_len, recorder.finish(out.sequences)
+        stopped = lengths >= 0
+        lengths = torch.where(stopped, lengths, len(sampled)).tolist()
+        if not sampled:
+            return [[] for _ in range(B)], [[] for _ in range(B)], [False] * B
+        tokens_BT, logp_BT = torch.stack(sampled, dim=1).cpu(), torch.stack(logprobs, dim=1).float().cpu()
+        return ([tokens_BT[b, :n].tolist() for b, n in enumerate(lengths)],
+                [logp_BT[b, :n].tolist() for b, n in enumerate(lengths)], stopped.tolist())
+
+    def _stop_string(self, sampled: list[torch.Tensor], live: torch.Tensor, stops: list[str],
+                     longest: int) -> torch.Tensor:
+        """Rows (among `live`) whose newest tokens complete a stop string; every token adds at least one
+        character, so the last `longest` tokens hold any stop string that ends now."""
+        tok = self.processor.tokenizer
+        hit = torch.zeros_like(live)
+        tail = torch.stack(sampled[-longest:], dim=1).tolist()
+        for b in live.nonzero().flatten().tolist():
+            text = tok.decode(tail[b])
+            hit[b] = any(s in text for s in stops)
+        return hit
+
+
+def cache_arg(model) -> str:
+    """The forward keyword of the KV cache: `cache` from transformers 5.24 (`past_key_values` is deprecated there),
+    `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def model_cache(out):
+    """The KV cache of a forward's output (`cache` in transformers >= 5.24, `past_key_values` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def max_over_ranks(value: int, device: torch.device) -> int:

@@ -34,8 +34,10 @@ class TrainBatch:
     ref_logprobs: torch.Tensor | None = None  # [B, T-1] frozen reference log-probs
     loss_weights: torch.Tensor | None = None  # [B] per-sequence weight (e.g. auxiliary share), default 1
     is_expert: torch.Tensor | None = None  # [B] bool, sequences trained with the supervised term
-    # [B, T-1] the sampler's log-probs (importance-sampling correction); rows without any hold old_logprobs
+    # [B, T-1] the sampler's log-probs (importance-sampling correction), on the rows where `has_behaviour` [B]
+    # is true; the other rows (expert, filler) take the old log-probs, ratio 1
     behaviour_logprobs: torch.Tensor | None = None
+    has_behaviour: torch.Tensor | None = None
 
     @property
     def num_sequences(self) -> int:
@@ -80,7 +82,7 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
     ref_lp = torch.zeros(B, T - 1)
     has_old = all(s.old_logprobs is not None for s in seqs)
     has_ref = all(s.ref_logprobs is not None for s in seqs)
-    has_behaviour = has_old and any(s.behaviour_logprobs is not None for s in seqs)
+    has_behaviour = any(s.behaviour_logprobs is not None for s in seqs)
     behaviour_lp = torch.zeros(B, T - 1)
     pixels, grids = [], []
     for b, s in enumerate(seqs):
@@ -95,9 +97,8 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
             old_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.old_logprobs)
         if has_ref:
             ref_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.ref_logprobs)
-        if has_behaviour:  # a row without sampler log-probs (expert, filler) gets ratio 1
-            own = s.behaviour_logprobs if s.behaviour_logprobs is not None else s.old_logprobs
-            behaviour_lp[b, p - 1 : p - 1 + r] = torch.tensor(own)
+        if s.behaviour_logprobs is not None:
+            behaviour_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.behaviour_logprobs)
         if s.prompt.pixel_values is not None:
             pixels.append(s.prompt.pixel_values)
             grids.append(s.prompt.image_grid_thw)
@@ -114,6 +115,7 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
         loss_weights=torch.tensor([s.weight for s in seqs], dtype=torch.float32),
         is_expert=torch.tensor([s.is_expert for s in seqs], dtype=torch.bool),
         behaviour_logprobs=behaviour_lp if has_behaviour else None,
+        has_behaviour=torch.tensor([s.behaviour_logprobs is not None for s in seqs]) if has_behaviour else None,
     )
 
 

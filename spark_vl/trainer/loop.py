@@ -31,7 +31,7 @@ from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_pe
 from spark_vl.algorithms.spo import DEFAULT_WEIGHT
 from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.data.prompts import prompt_key
-from spark_vl.models import load_model, resolve_dtype
+from spark_vl.models import has_dropout, load_model, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
@@ -167,7 +167,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             spark.log_trained(aux, step, metrics)
         # 5. logprobs and 6. update (the reward-only ablation rolls out and recycles policy prompts, no update)
         if spark is None or cfg.spark.train_on_policy:
-            trainer.learn(trained, experts, plan.optimizer_steps_per_rollout_step, metrics, "")
+            trainer.learn(trained, experts, plan.optimizer_steps_per_rollout_step, plan.reuse_old_logprobs, metrics,
+                          "")
         if spo is not None:
             source.set_weights(spo_glue.weights_of([prompt_key(p) for p in drawn], spo))
             for name, value in spo_glue.tracker_metrics(spo, source.pool_size).items():
@@ -178,7 +179,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             aux_groups = trainer.rollout(aux, plan.aux_samples_per_prompt, metrics, "aux/")
             trainer.reward(aux_groups, metrics, "aux/")
             trainer.learn(aux_groups, label_experts(aux, cfg.spark.aux_sft_prompts),
-                          plan.aux_optimizer_steps_per_phase, metrics, "aux/")
+                          plan.aux_optimizer_steps_per_phase, plan.aux_reuse_old_logprobs, metrics, "aux/")
             spark.log_trained(aux, step, metrics)
         if spark is not None:
             spark.log_judge(aux_groups, step, metrics)
@@ -383,30 +384,42 @@ class Trainer:
         return chunks
 
     @torch.no_grad()
-    def fill_logprobs(self, seqs: list[Sequence], metrics: Means, prefix: str) -> None:
-        """Old (pre-update) and reference log-probs of every response token, under the sampler's distribution; the
-        gap to the sampler's own log-probs is logged (mean |delta| and k3 KL(sampler || trainer))."""
+    def fill_logprobs(self, seqs: list[Sequence], old: bool = True) -> None:
+        """Old (pre-update; skipped with `old` false) and reference log-probs of every response token, under the
+        sampler's distribution."""
+        if not old and self.reference is None:
+            return
         pad = self.processor.tokenizer.pad_token_id
         self.model.eval()
         for mb in self.forward_chunks(seqs):
             batch = collate(mb, pad).to(self.dist.device)
-            old, _ = self.logprobs(self.model, batch)
-            for s, values in zip(mb, response_values(old.float().cpu(), mb)):
-                s.old_logprobs = values
+            if old:
+                values, _ = self.logprobs(self.model, batch)
+                for s, row in zip(mb, response_values(values.float().cpu(), mb)):
+                    s.old_logprobs = row
             if self.reference is not None:
-                ref, _ = self.logprobs(self.reference, batch)
-                for s, values in zip(mb, response_values(ref.float().cpu(), mb)):
-                    s.ref_logprobs = values
+                values, _ = self.logprobs(self.reference, batch)
+                for s, row in zip(mb, response_values(values.float().cpu(), mb)):
+                    s.ref_logprobs = row
         self.model.train()
+
+    def log_sampler_gap(self, seqs: list[Sequence], metrics: Means, prefix: str) -> None:
+        """The gap between the sampler's log-probs and the trainer's old ones: mean |delta|, k3 KL(sampler ||
+        trainer) and the importance ratio rho = trainer / sampler."""
         for s in seqs:
             if s.behaviour_logprobs is not None and len(s.behaviour_logprobs) == len(s.old_logprobs) > 0:
                 gap = sampler_gap(torch.tensor(s.old_logprobs), torch.tensor(s.behaviour_logprobs),
-                                  self.cfg.algorithm.is_cap)  # rho = trainer / sampler
+                                  self.cfg.algorithm.is_cap)
                 metrics.add(f"{prefix}rollout/logprob_abs_diff", gap.abs_diff, gap.tokens)
                 metrics.add(f"{prefix}rollout/sampler_kl_k3", gap.k3, gap.tokens)
                 metrics.add(f"{prefix}rollout/is_ratio_mean", gap.ratio, gap.tokens)
                 metrics.add(f"{prefix}rollout/is_outside_frac", gap.outside, gap.tokens)
                 metrics.maximum(f"{prefix}rollout/is_ratio_max", gap.ratio_max)
+
+    @cached_property
+    def dropout_free(self) -> bool:
+        """No active dropout: the update's forward (train mode) computes what an eval-mode pass would."""
+        return not has_dropout(self.model)
 
     @property
     def spo_state(self) -> dict | None:
@@ -415,27 +428,31 @@ class Trainer:
             return None
         return self.state.algorithm.setdefault("advantage/spo", {})
 
-    def learn(self, groups: list[RolloutGroup], experts: list[Prompt], optimizer_steps: int, metrics: Means,
-              prefix: str) -> None:
-        """Advantages -> sequences -> old/reference log-probs -> `optimizer_steps` updates."""
+    def learn(self, groups: list[RolloutGroup], experts: list[Prompt], optimizer_steps: int, reuse_old: bool,
+              metrics: Means, prefix: str) -> None:
+        """Advantages -> sequences -> old/reference log-probs -> `optimizer_steps` updates. With `reuse_old` (one
+        epoch, one optimizer step: `Derived.reuse_old_logprobs`) the old log-probs come from the update's own
+        forward pass instead of a separate one."""
         t0 = time.perf_counter()
         encode = PromptEncoder(self.processor)
         spo = self.spo_state
         if spo is not None and self.cfg.algorithm.spo_rho == "kl":
             # SPO's forgetting factor: how far the policy moved on each revisited prompt's last response.
             revisited = spo_glue.drift_sequences(groups, spo, encode)
-            self.fill_logprobs([seq for _, seq in revisited], Means(), prefix)
+            self.fill_logprobs([seq for _, seq in revisited])
             for drift in spo_glue.set_forgetting(revisited, spo, self.cfg.algorithm):
                 metrics.add("spo/drift", drift)
         seqs = self.sequences(groups, self.advantages(groups, metrics, prefix), experts, encode)
-        self.fill_logprobs(seqs, metrics, prefix)
-        if spo is not None:
-            spo_glue.remember([(s.key, s) for s in seqs if not s.is_expert], spo)
+        reuse_old = reuse_old and self.dropout_free
+        self.fill_logprobs(seqs, old=not reuse_old)
         t1 = time.perf_counter()
-        self.update(seqs, max(1, optimizer_steps // self.cfg.algorithm.ppo_epochs), metrics)
+        self.update(seqs, max(1, optimizer_steps // self.cfg.algorithm.ppo_epochs), metrics, reuse_old)
         self.rollout_engine.sync_weights(self.model)  # an engine with its own weights (vLLM) takes the new ones
         metrics.add(f"time/{prefix}logprobs", t1 - t0)
         metrics.add(f"time/{prefix}update", time.perf_counter() - t1)
+        self.log_sampler_gap(seqs, metrics, prefix)
+        if spo is not None:
+            spo_glue.remember([(s.key, s) for s in seqs if not s.is_expert], spo)
 
     def informative_groups(self, groups: list[RolloutGroup], source: PromptSource, n: int,
                            metrics: Means) -> list[RolloutGroup]:
@@ -466,9 +483,10 @@ class Trainer:
         metrics.total("dapo/groups_trained", quota)
         return keep[:quota]
 
-    def update(self, seqs: list[Sequence], num_minis: int, metrics: Means) -> None:
+    def update(self, seqs: list[Sequence], num_minis: int, metrics: Means, reuse_old: bool = False) -> None:
         """ppo_epochs passes; each pass deals the rank's sequences into `num_minis` optimizer steps (the same
-        number on every rank, whatever each rank holds)."""
+        number on every rank, whatever each rank holds). With `reuse_old` every sequence's old log-probs are set
+        from its micro-batch's forward pass, detached."""
         a = self.cfg.algorithm
         world = self.dist.world_size
         pad = self.processor.tokenizer.pad_token_id
@@ -491,8 +509,13 @@ class Trainer:
                 for mb in split_even(mini, accum):
                     if not mb and self.lockstep:
                         mb = [self.filler()]  # the other ranks run a forward here: join it
-                    loss = self.micro_loss(collate(mb, pad).to(self.dist.device), pg_denom, sft_denom,
-                                           policy_loss_fn, metrics) if mb else None
+                    loss = None
+                    if mb:
+                        loss, logp = self.micro_loss(collate(mb, pad).to(self.dist.device), pg_denom, sft_denom,
+                                                     policy_loss_fn, metrics)
+                        if reuse_old:
+                            for s, row in zip(mb, response_values(logp.detach().float().cpu(), mb)):
+                                s.old_logprobs = row
                     finite = loss is None or bool(torch.isfinite(loss).item())
                     bad = bad or all_reduce_sum([float(finite)], self.dist.device)[0] < world
                     if bad or loss is None:
@@ -552,15 +575,22 @@ class Trainer:
         local = bool(torch.stack(grads).all()) if grads else True
         return all_reduce_sum([float(local)], self.dist.device)[0] == self.dist.world_size
 
-    def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn, metrics: Means) -> torch.Tensor:
+    def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn,
+                   metrics: Means) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this micro-batch's share of the step loss, the token log-probs [B, T-1] it was computed from)."""
         a = self.cfg.algorithm
         logp, entropy = self.logprobs(self.model, batch, entropy_grad=a.entropy_coef != 0)
+        # On-policy (`reuse_old`): this forward is the old policy; the ratio is exactly 1, its gradient is not.
+        old = batch.old_logprobs if batch.old_logprobs is not None else logp.detach()
+        behaviour = batch.behaviour_logprobs
+        if behaviour is not None:  # rows without the sampler's log-probs (expert, filler) get ratio 1
+            behaviour = torch.where(batch.has_behaviour.unsqueeze(1), behaviour, old)
         mask = batch.response_mask
         expert = batch.is_expert.float().unsqueeze(1)
         weights = batch.loss_weights.unsqueeze(1)
         pg_mask, sft_mask = mask * (1.0 - expert), mask * expert
-        out = policy_loss_fn(logp, batch.old_logprobs, batch.advantages, pg_mask, a)
-        is_w = is_weights(batch.old_logprobs, batch.behaviour_logprobs, pg_mask, self.plan.is_correction, a.is_cap)
+        out = policy_loss_fn(logp, old, batch.advantages, pg_mask, a)
+        is_w = is_weights(old, behaviour, pg_mask, self.plan.is_correction, a.is_cap)
         loss = aggregate(out.loss_BT * weights * is_w, pg_mask, a.loss_agg, pg_denom)
         n_pg = pg_mask.sum().item()
         # Each micro-batch holds a share of its optimizer step's loss: weight the shares so the logged value is
@@ -590,7 +620,7 @@ class Trainer:
             metrics.add("loss/sft", (-logp.detach() * sft_mask).sum().item(), sft_mask.sum().item())
         if a.sft_schedule == "chord" and mask.sum() > 0:
             self.log_chord_split(loss, rl_loss, logp, pg_mask, sft_mask, share, metrics)
-        return loss
+        return loss, logp
 
     def log_chord_split(self, loss, rl_loss, logp, pg_mask, sft_mask, share, metrics: Means) -> None:
         """CHORD's RL/SFT split of this micro-batch: the weighted terms as shares of the step loss (`chord/rl_term`,

@@ -246,8 +246,8 @@ def _nan_gradients(monkeypatch, when):
     real = loop.Trainer.micro_loss
 
     def micro_loss(self, batch, *args):
-        loss = real(self, batch, *args)
-        return loss + _NanGrad.apply(loss) if when(self.state.step) else loss
+        loss, logp = real(self, batch, *args)
+        return (loss + _NanGrad.apply(loss) if when(self.state.step) else loss), logp
 
     monkeypatch.setattr(loop.Trainer, "micro_loss", micro_loss)
 

@@ -88,16 +88,20 @@ def test_non_finite_loss_skips_update_then_aborts(tmp_path, monkeypatch):
     calls = {"n": 0}
 
     def nan_on_first_step(self, batch, *args):
-        loss = real(self, batch, *args)
+        loss, logp = real(self, batch, *args)
         calls["n"] += 1
-        return loss * float("nan") if self.state.step == 0 else loss
+        return (loss * float("nan") if self.state.step == 0 else loss), logp
 
     monkeypatch.setattr(loop.Trainer, "micro_loss", nan_on_first_step)
     run = train(fast_config(tmp_path / "one", "trainer.rollout_steps=2"))
     assert read_metrics(run)[1]["actor/skipped_updates"] == 1.0
     assert "actor/skipped_updates" not in read_metrics(run)[2]
 
-    monkeypatch.setattr(loop.Trainer, "micro_loss", lambda self, batch, *a: real(self, batch, *a) * float("nan"))
+    def always_nan(self, batch, *args):
+        loss, logp = real(self, batch, *args)
+        return loss * float("nan"), logp
+
+    monkeypatch.setattr(loop.Trainer, "micro_loss", always_nan)
     with pytest.raises(TrainingAborted, match="non-finite loss or gradient norm in 3 consecutive steps"):
         train(fast_config(tmp_path / "always", "trainer.rollout_steps=5"))
 
@@ -178,6 +182,58 @@ def test_benchmark_validation_during_training(tmp_path):
     for m in metrics:
         assert m["bench/synth/num_items"] == 4.0
         assert 0.0 <= m["bench/synth/accuracy"] <= 1.0
+
+
+def _count_old_logprob_passes(monkeypatch) -> dict:
+    """Counts forward passes of the policy without gradient (the separate old-log-prob pass; the update's pass
+    has gradient, the reference pass another model)."""
+    from spark_vl.trainer import loop
+
+    real, calls = loop.Trainer.logprobs, {"old": 0}
+
+    def logprobs(self, model, batch, *args, **kwargs):
+        calls["old"] += model is self.model and not torch.is_grad_enabled()
+        return real(self, model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "logprobs", logprobs)
+    return calls
+
+
+ON_POLICY = ("trainer.rollout_steps=3", "trainer.sequences_per_optimizer_step=8", "algorithm.kl_coef=0.04",
+             "algorithm.sft_prompts_per_step=0")  # 4 prompts x 2 samples = one optimizer step per rollout step
+
+
+def test_on_policy_update_reuses_its_own_forward_and_matches_the_separate_pass(tmp_path, monkeypatch):
+    """One epoch, one optimizer step per rollout step: the update's forward gives the old log-probs (the separate
+    pass is skipped) and the run equals one that runs the pass, up to rounding: ratio 1, the same loss, KL,
+    gradient norm, sampler gap and samples."""
+    calls = _count_old_logprob_passes(monkeypatch)
+    reused = read_metrics(train(fast_config(tmp_path / "reused", *ON_POLICY)))
+    assert calls["old"] == 0
+    separate = read_metrics(train(fast_config(tmp_path / "separate", *ON_POLICY,
+                                              "algorithm.reuse_old_logprobs=false")))
+    assert calls["old"] == 3 * 4  # 8 sequences in micro-batches of 2, every step
+    for a, b in zip(reused[1:], separate[1:]):
+        for key in ("loss/policy", "actor/kl", "actor/grad_norm", "actor/ratio_mean", "reward/mean",
+                    "response/length_mean", "rollout/logprob_abs_diff", "rollout/sampler_kl_k3"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+        assert a["actor/ratio_mean"] == 1.0 and a["actor/clipfrac"] == 0.0
+
+
+@pytest.mark.parametrize("why", ["two optimizer steps", "two epochs", "dropout"])
+def test_old_logprob_pass_runs_wherever_reuse_would_not_be_exact(tmp_path, monkeypatch, why):
+    """A second optimizer step or epoch sees weights that already moved, and dropout makes the update's forward
+    differ from the sampler's policy: there the old log-probs come from their own pass."""
+    from spark_vl.trainer import loop
+
+    calls = _count_old_logprob_passes(monkeypatch)
+    extra = {"two optimizer steps": ["trainer.sequences_per_optimizer_step=4"],
+             "two epochs": ["algorithm.ppo_epochs=2"], "dropout": []}[why]
+    if why == "dropout":
+        monkeypatch.setattr(loop, "has_dropout", lambda model: True)
+    m = read_metrics(train(fast_config(tmp_path / "run", *ON_POLICY, *extra)))
+    assert calls["old"] == 3 * 4
+    assert all("rollout/logprob_abs_diff" in row for row in m[1:])
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0])

@@ -89,8 +89,8 @@ def _loss(trainer, metrics):
     trainer.logprobs = lambda model, b, entropy_grad=False: (logp, torch.zeros_like(logp))
     from spark_vl.algorithms import get_policy_loss_fn
 
-    loss = trainer.micro_loss(batch, AggregationDenominators(2, 1), AggregationDenominators(2, 1.0),
-                              get_policy_loss_fn("ppo_clip"), metrics)
+    loss, _ = trainer.micro_loss(batch, AggregationDenominators(2, 1), AggregationDenominators(2, 1.0),
+                                 get_policy_loss_fn("ppo_clip"), metrics)
     return loss, metrics.reduce(torch.device("cpu"))
 
 

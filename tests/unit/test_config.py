@@ -57,6 +57,21 @@ def test_overrides_and_derived_quantities():
     assert derived(cfg, world_size=2).grad_accum_steps == 1
 
 
+@pytest.mark.parametrize("overrides, policy, aux", [
+    ([], True, True),  # 8 x 2 = 16 sequences, one optimizer step per phase, one epoch
+    (["trainer.sequences_per_optimizer_step=8"], False, False),  # two optimizer steps: the second is off-policy
+    (["algorithm.ppo_epochs=2"], False, False),  # the second epoch is off-policy
+    (["algorithm.reuse_old_logprobs=false"], False, False),
+    (["spark.samples_per_prompt=4"], True, False),  # the auxiliary phase: 32 sequences, two steps
+])
+def test_old_logprobs_are_reused_only_for_a_single_on_policy_step(overrides, policy, aux):
+    cfg = load_config(None, ["trainer.prompts_per_step=8", "rollout.samples_per_prompt=2",
+                             "trainer.sequences_per_optimizer_step=16", "trainer.micro_batch_size=4",
+                             "spark.enabled=true", *overrides])
+    d = derived(cfg)
+    assert (d.reuse_old_logprobs, d.aux_reuse_old_logprobs) == (policy, aux)
+
+
 def test_every_preset_loads():
     from pathlib import Path
 

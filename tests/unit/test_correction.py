@@ -83,15 +83,18 @@ def test_auto_correction_resolves_by_backend():
     assert derived(load_config(None, ["algorithm.is_correction=sequence"])).is_correction == "sequence"
 
 
-def test_collate_carries_behaviour_logprobs_and_ratio_one_where_absent():
+def test_collate_carries_behaviour_logprobs_and_flags_rows_without():
     prompt = EncodedPrompt([1, 2], [0, 0], None, None)
     sampled = Sequence(prompt, [5, 6], old_logprobs=[-1.0, -2.0], behaviour_logprobs=[-1.5, -2.5])
     expert = Sequence(prompt, [7], is_expert=True, old_logprobs=[-3.0])
     batch = collate([sampled, expert], pad_id=0)
     # position p - 1 = 1 predicts the first response token
     assert batch.behaviour_logprobs[0].tolist() == [0.0, -1.5, -2.5]
-    assert batch.behaviour_logprobs[1].tolist() == [0.0, -3.0, 0.0]  # the expert row: its old log-probs
+    assert batch.has_behaviour.tolist() == [True, False]  # the expert row takes its old log-probs: ratio 1
     assert collate([expert], pad_id=0).behaviour_logprobs is None
+    # without old log-probs (the on-policy update fills them from its own forward) the sampler's still travel
+    fresh = Sequence(prompt, [5, 6], behaviour_logprobs=[-1.5, -2.5])
+    assert collate([fresh], pad_id=0).behaviour_logprobs[0].tolist() == [0.0, -1.5, -2.5]
 
 
 def test_means_maximum_is_reduced_as_a_max():

@@ -69,6 +69,22 @@ def test_model_logprobs_match_full_logits_and_single_sequences(tiny_model):
         assert len(values) == len(s.response_ids)
 
 
+def test_lm_head_runs_only_from_the_first_response_column(tiny_qwen25):
+    model, processor = tiny_qwen25
+    seqs = _sequences(processor, 3)
+    batch = collate(seqs, processor.tokenizer.pad_token_id)
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        lp, ent = sequence_logprobs(model, batch)
+    hook.remove()
+    start = min(len(s.prompt.input_ids) for s in seqs) - 1  # the shortest prompt's last token predicts first
+    assert seen == [batch.input_ids.shape[1] - 1 - start]
+    assert lp.shape == ent.shape == batch.response_mask.shape
+    assert lp[:, :start].abs().sum() == 0 and ent[:, :start].abs().sum() == 0
+    assert (lp[:, start:] != 0).any(dim=1).all()
+
+
 def test_response_mask_marks_predicting_positions(tiny_qwen25):
     _, processor = tiny_qwen25
     seqs = _sequences(processor, 2)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from spark_vl.algorithms.logprobs import sequence_logprobs
@@ -91,3 +92,76 @@ def test_temperature_topk_topp_and_stop_strings(tiny_qwen25):
         stopped = engine.generate(prompts(1), 1, SamplingParams(temperature=0.0, max_new_tokens=12, stop=[word]))
         r = stopped[0].rollouts[0]
         assert r.finish_reason == "stop" and len(r.token_ids) <= len(greedy.token_ids)
+
+
+def _generate_reference(model, engine, rows, sampling, stop_ids):
+    """transformers.generate on the same left-padded rows, with the same processors: the tokens our sampler must
+    reproduce for the same seed."""
+    from spark_vl.models.encode import pad_prompts
+
+    enc = pad_prompts(rows, engine.pad_id, side="left")
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=not sampling.greedy, max_new_tokens=sampling.max_new_tokens,
+                             temperature=sampling.temperature or 1.0, top_k=sampling.top_k or None,
+                             top_p=sampling.top_p, eos_token_id=stop_ids, pad_token_id=engine.pad_id,
+                             suppress_tokens=engine.suppress_ids, repetition_penalty=sampling.repetition_penalty)
+    return out[:, enc["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("sampling", [
+    SamplingParams(temperature=1.0, max_new_tokens=16),
+    SamplingParams(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3, max_new_tokens=16),
+    SamplingParams(temperature=0.0, max_new_tokens=16),
+], ids=["plain", "warped", "greedy"])
+def test_sampler_draws_exactly_what_transformers_generate_draws(tiny_model, sampling):
+    """Same seed, same tokens as transformers.generate, with prompts prefilled once and shared by their rows; a
+    frequent token made a stop token ends rows early (kept, then padding), as generate does."""
+    model, processor = tiny_model
+    engine = make_engine(RolloutConfig(), model, processor)
+    encoded = [encode_prompt(p, processor) for p in prompts(3)]
+    rows = [e for e in encoded for _ in range(3)]
+    torch.manual_seed(3)
+    probe, _, _ = engine._sample(rows, sampling)
+    frequent = max(set(t for r in probe for t in r), key=lambda t: sum(r.count(t) for r in probe))
+    for stops in (engine.stop_ids, [*engine.stop_ids, frequent]):
+        engine.stop_ids = stops
+        torch.manual_seed(3)
+        tokens, logprobs, stopped = engine._sample(rows, sampling)
+        torch.manual_seed(3)
+        reference = _generate_reference(model, engine, rows, sampling, stops)
+        for ours, theirs, lp, stop in zip(tokens, reference, logprobs, stopped):
+            assert ours == theirs[: len(ours)] and len(lp) == len(ours)
+            assert stop == (ours[-1] in stops)
+            assert all(t == engine.pad_id for t in theirs[len(ours):])  # generate pads a stopped row
+    assert any(stopped)  # the frequent token did stop some rows
+
+
+def test_text_only_prompts_of_different_lengths_match_generate(tiny_qwen25):
+    """Left-padded text-only rows: positions count each row's real tokens (no image, no M-RoPE offset)."""
+    from spark_vl.data.prompts import build_messages
+    from spark_vl.types import Prompt
+
+    model, processor = tiny_qwen25
+    engine = make_engine(RolloutConfig(), model, processor)
+    base = prompts(1)[0]
+    texts = ["What is two plus two?", "Name a colour. " * 6, "Hi"]
+    rows = [encode_prompt(Prompt(f"t{i}", build_messages(t, 0), [], base.sample), processor)
+            for i, t in enumerate(texts)]
+    assert len({len(r.input_ids) for r in rows}) == 3
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=10)
+    tokens, _, _ = engine._sample(rows, greedy)
+    assert tokens == _generate_reference(model, engine, rows, greedy, engine.stop_ids)
+
+
+def test_each_prompt_is_prefilled_once_for_all_its_samples(tiny_qwen25):
+    model, processor = tiny_qwen25
+    engine = make_engine(RolloutConfig(), model, processor)
+    images = []
+    hook = model.model.visual.register_forward_hook(
+        lambda m, args, kwargs, out: images.append(len(kwargs.get("grid_thw", args[1:2] and args[1]))),
+        with_kwargs=True)
+    try:
+        engine.generate(prompts(3), 4, SamplingParams(temperature=1.0, max_new_tokens=4))
+    finally:
+        hook.remove()
+    assert images == [3]  # one vision pass over the 3 distinct images, not 12
