@@ -9,6 +9,8 @@ logits (default 2^25: 128 MB in fp32). log p(y) = logit_y - logsumexp(logits); e
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -96,10 +98,11 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
     out = model.model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
-        pixel_values=batch.pixel_values,
         image_grid_thw=batch.image_grid_thw,
         mm_token_type_ids=batch.mm_token_type_ids,
+        position_ids=batch.position_ids,  # None: the model computes them
         use_cache=False,
+        **vision_inputs(model, batch),
     )
     start = first_response_column(batch.response_mask)
     hidden = out.last_hidden_state[:, start:-1]
@@ -109,6 +112,33 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
         return logp, entropy
     pad = logp.new_zeros(logp.shape[0], start)
     return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy], dim=1)
+
+
+def vision_inputs(model, batch) -> dict:
+    """The image inputs of the trunk. Rows that share a prompt (`batch.image_index`) run the vision tower once per
+    distinct image and reuse its features (`mm_encoder_outputs`; gradients from every use add up); a transformers
+    without that argument gets every row's pixels instead."""
+    if batch.pixel_values is None:
+        return {}
+    if batch.image_index is None:
+        return {"pixel_values": batch.pixel_values}
+    trunk = model.model
+    if not _takes_encoder_outputs(type(trunk)):
+        patches = batch.vision_grid_thw.prod(-1)
+        starts = torch.cumsum(patches, 0) - patches
+        rows = torch.cat([torch.arange(int(starts[i]), int(starts[i] + patches[i])) for i in batch.image_index])
+        return {"pixel_values": batch.pixel_values[rows.to(batch.pixel_values.device)]}
+    features = trunk.get_image_features(batch.pixel_values, batch.vision_grid_thw, return_dict=True)
+    index = batch.image_index.tolist()
+    features.pooler_output = tuple(features.pooler_output[i] for i in index)
+    if getattr(features, "deepstack_features", None) is not None:  # Qwen3-VL: features of inner vision layers too
+        features.deepstack_features = [tuple(layer[i] for i in index) for layer in features.deepstack_features]
+    return {"mm_encoder_outputs": {"image": features}}
+
+
+@functools.cache
+def _takes_encoder_outputs(trunk_class: type) -> bool:
+    return "mm_encoder_outputs" in inspect.signature(trunk_class.forward).parameters
 
 
 def first_response_column(mask_BT: torch.Tensor) -> int:

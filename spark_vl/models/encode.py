@@ -10,6 +10,8 @@ Qwen3-VL requires it and Qwen2.5-VL silently computes other M-RoPE positions wit
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,11 +26,12 @@ class EncodedPrompt:
     mm_token_type_ids: list[int]
     pixel_values: torch.Tensor | None  # [patches, patch_dim]
     image_grid_thw: torch.Tensor | None  # [images, 3]
+    positions: torch.Tensor | None = None  # [3, tokens] M-RoPE positions (`attach_positions`); None = not computed
 
     def truncated(self, keep: int) -> EncodedPrompt:
         """The first `keep` tokens (images sit before the cut: their pixels are kept whole)."""
         return EncodedPrompt(self.input_ids[:keep], self.mm_token_type_ids[:keep], self.pixel_values,
-                             self.image_grid_thw)
+                             self.image_grid_thw, None if self.positions is None else self.positions[:, :keep])
 
 
 def render(prompt: Prompt, processor) -> str:
@@ -50,18 +53,43 @@ def encode_prompt(prompt: Prompt, processor, text: str | None = None) -> Encoded
 
 
 class PromptEncoder:
-    """`encode_prompt` with a cache per prompt object (a prompt is repeated n times in a rollout step)."""
+    """`encode_prompt` cached per prompt object for as long as that object lives. Every PromptEncoder of one
+    processor shares the cache, so the prompts a rollout step encodes for generation are not encoded again for
+    the log-prob passes and the update; an entry goes when its prompt is garbage collected."""
+
+    _shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # processor -> {id(prompt): (ref, encoded)}
 
     def __init__(self, processor):
         self.processor = processor
-        self._cache: dict[int, tuple[Prompt, EncodedPrompt]] = {}
+        self._cache: dict[int, tuple[weakref.ref, EncodedPrompt]] = PromptEncoder._shared.setdefault(processor, {})
 
     def __call__(self, prompt: Prompt) -> EncodedPrompt:
-        hit = self._cache.get(id(prompt))
-        if hit is None or hit[0] is not prompt:
-            hit = (prompt, encode_prompt(prompt, self.processor))
-            self._cache[id(prompt)] = hit
+        key = id(prompt)
+        hit = self._cache.get(key)
+        if hit is None or hit[0]() is not prompt:
+            cache = self._cache
+            hit = (weakref.ref(prompt, lambda _, key=key: cache.pop(key, None)), encode_prompt(prompt, self.processor))
+            cache[key] = hit
         return hit[1]
+
+
+def attach_positions(model, prompt: EncodedPrompt) -> None:
+    """Store the prompt's M-RoPE positions [3, tokens] (the model's own `get_rope_index`; a text-only prompt counts
+    0, 1, ...), once per encoded prompt: the log-prob passes and the update then never recompute them per row.
+    A response continues from the prompt's largest position + 1 (text tokens)."""
+    if prompt.positions is not None:
+        return
+    n = len(prompt.input_ids)
+    if prompt.image_grid_thw is None:
+        prompt.positions = torch.arange(n).expand(3, n)
+        return
+    trunk = model.model
+    ids = torch.tensor([prompt.input_ids])
+    inputs = {"image_grid_thw": prompt.image_grid_thw, "attention_mask": torch.ones_like(ids),
+              "mm_token_type_ids": torch.tensor([prompt.mm_token_type_ids])}
+    accepted = inspect.signature(trunk.get_rope_index).parameters
+    positions, _ = trunk.get_rope_index(ids, **{k: v for k, v in inputs.items() if k in accepted})
+    prompt.positions = positions[:, 0].cpu()
 
 
 def pad_prompts(rows: list[EncodedPrompt], pad_id: int, side: Literal["left", "right"] = "left") -> dict:

@@ -166,7 +166,9 @@ class HFEngine:
                     break
                 fed = mask.shape[1] - prompt_cols  # new tokens already in the cache
                 mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-                out = self.model(input_ids=history[:, -1:], attention_mask=mask,
+                # A [B, 1, 1, L] boolean mask (the one query sees every real key) skips transformers' per-step mask
+                # construction.
+                out = self.model(input_ids=history[:, -1:], attention_mask=mask[:, None, None, :].bool(),
                                  position_ids=(position + fed).view(1, B, 1).expand(3, B, 1),
                                  **{kv: cache}, use_cache=True, logits_to_keep=1)
                 logits = out.logits[:, -1]

@@ -26,8 +26,8 @@ class TrainBatch:
     input_ids: torch.Tensor  # [B, T] long, right-padded
     attention_mask: torch.Tensor  # [B, T] long
     mm_token_type_ids: torch.Tensor  # [B, T] int, 1 on image tokens, 0 elsewhere (zero over responses)
-    pixel_values: torch.Tensor | None  # [num_patches, patch_dim], all images of the batch concatenated
-    image_grid_thw: torch.Tensor | None  # [num_images, 3]
+    pixel_values: torch.Tensor | None  # [num_patches, patch_dim], the batch's images concatenated (see image_index)
+    image_grid_thw: torch.Tensor | None  # [num_images, 3], every image slot in row order (M-RoPE positions)
     response_mask: torch.Tensor  # [B, T-1] float, 1 where the predicted token is a response token
     advantages: torch.Tensor  # [B, T-1] float (sequence advantage broadcast over response tokens)
     old_logprobs: torch.Tensor | None = None  # [B, T-1] old policy log-probs (the trainer, before the update)
@@ -38,6 +38,12 @@ class TrainBatch:
     # is true; the other rows (expert, filler) take the old log-probs, ratio 1
     behaviour_logprobs: torch.Tensor | None = None
     has_behaviour: torch.Tensor | None = None
+    # Rows that share a prompt share its images: `pixel_values` then holds each distinct prompt's images once, with
+    # their grids in `vision_grid_thw` [distinct, 3], and `image_index` [num_images] names the distinct image of
+    # every slot of `image_grid_thw` (None = no sharing: pixel_values follow image_grid_thw)
+    vision_grid_thw: torch.Tensor | None = None
+    image_index: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None  # [3, B, T] M-RoPE positions when every prompt carries its own
 
     @property
     def num_sequences(self) -> int:
@@ -84,7 +90,8 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
     has_ref = all(s.ref_logprobs is not None for s in seqs)
     has_behaviour = any(s.behaviour_logprobs is not None for s in seqs)
     behaviour_lp = torch.zeros(B, T - 1)
-    pixels, grids = [], []
+    pixels, grids, vision_grids, image_index = [], [], [], []
+    first_image: dict[int, int] = {}  # id(encoded prompt) -> its first image's index among the distinct ones
     for b, s in enumerate(seqs):
         p, r = len(s.prompt.input_ids), len(s.response_ids)
         input_ids[b, : p + r] = torch.tensor(s.prompt.input_ids + s.response_ids, dtype=torch.long)
@@ -100,8 +107,21 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
         if s.behaviour_logprobs is not None:
             behaviour_lp[b, p - 1 : p - 1 + r] = torch.tensor(s.behaviour_logprobs)
         if s.prompt.pixel_values is not None:
-            pixels.append(s.prompt.pixel_values)
             grids.append(s.prompt.image_grid_thw)
+            if id(s.prompt) not in first_image:
+                first_image[id(s.prompt)] = sum(len(g) for g in vision_grids)
+                pixels.append(s.prompt.pixel_values)
+                vision_grids.append(s.prompt.image_grid_thw)
+            start = first_image[id(s.prompt)]
+            image_index.extend(range(start, start + len(s.prompt.image_grid_thw)))
+    shared = len(vision_grids) < len(grids)
+    positions = None
+    if all(s.prompt.positions is not None for s in seqs):
+        positions = torch.zeros(3, B, T, dtype=torch.long)
+        for b, s in enumerate(seqs):
+            p = len(s.prompt.input_ids)
+            positions[:, b, :p] = s.prompt.positions
+            positions[:, b, p:] = s.prompt.positions.max() + 1 + torch.arange(T - p)  # response (and padding) text
     return TrainBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -116,6 +136,9 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
         is_expert=torch.tensor([s.is_expert for s in seqs], dtype=torch.bool),
         behaviour_logprobs=behaviour_lp if has_behaviour else None,
         has_behaviour=torch.tensor([s.behaviour_logprobs is not None for s in seqs]) if has_behaviour else None,
+        vision_grid_thw=torch.cat(vision_grids) if shared else None,
+        image_index=torch.tensor(image_index, dtype=torch.long) if shared else None,
+        position_ids=positions,
     )
 
 

@@ -130,8 +130,9 @@ def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: to
     if not params:
         raise ValueError("no trainable parameters: check model.freeze_vision / model.freeze_projector")
     t = cfg.trainer
+    cuda = dist.device.type == "cuda"  # fused kernels on GPU; elsewhere multi-tensor ops, not one op per tensor
     optimizer = torch.optim.AdamW(
-        params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=dist.device.type == "cuda"
+        params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=cuda, foreach=not cuda
     )
     optimizer.register_step_pre_hook(_finite_grads_when_skipping)
     total, warmup, min_ratio = derived.total_optimizer_steps, derived.warmup_steps, t.min_lr_ratio
@@ -228,5 +229,6 @@ def zero_loss(model) -> torch.Tensor:
 
 
 def grad_norm(model) -> float:
-    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-    return float(torch.stack(grads).norm()) if grads else 0.0
+    """The global 2-norm of the gradients (non-finite when any entry is), in multi-tensor ops."""
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0

@@ -32,7 +32,7 @@ from spark_vl.algorithms.spo import DEFAULT_WEIGHT
 from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.data.prompts import prompt_key
 from spark_vl.models import has_dropout, load_model, resolve_dtype
-from spark_vl.models.encode import EncodedPrompt, PromptEncoder
+from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, make_engine
@@ -40,7 +40,7 @@ from spark_vl.rollout.hf import vision_token_ids
 from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer import spo as spo_glue
-from spark_vl.trainer.batch import Sequence, collate, mini_batches, response_values, split_even
+from spark_vl.trainer.batch import Sequence, TrainBatch, collate, mini_batches, response_values, split_even
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
 from spark_vl.trainer.distributed import (
     DistInfo,
@@ -383,16 +383,21 @@ class Trainer:
             chunks += [[self.filler()]] * (max(all_gather_objects(len(chunks))) - len(chunks))
         return chunks
 
+    def collate(self, seqs: list[Sequence]) -> TrainBatch:
+        """One micro-batch on the device, with every prompt's M-RoPE positions (computed once per prompt)."""
+        for s in seqs:
+            attach_positions(self.model, s.prompt)
+        return collate(seqs, self.processor.tokenizer.pad_token_id).to(self.dist.device)
+
     @torch.no_grad()
     def fill_logprobs(self, seqs: list[Sequence], old: bool = True) -> None:
         """Old (pre-update; skipped with `old` false) and reference log-probs of every response token, under the
         sampler's distribution."""
         if not old and self.reference is None:
             return
-        pad = self.processor.tokenizer.pad_token_id
         self.model.eval()
         for mb in self.forward_chunks(seqs):
-            batch = collate(mb, pad).to(self.dist.device)
+            batch = self.collate(mb)
             if old:
                 values, _ = self.logprobs(self.model, batch)
                 for s, row in zip(mb, response_values(values.float().cpu(), mb)):
@@ -489,7 +494,6 @@ class Trainer:
         from its micro-batch's forward pass, detached."""
         a = self.cfg.algorithm
         world = self.dist.world_size
-        pad = self.processor.tokenizer.pad_token_id
         policy_loss_fn = get_policy_loss_fn(a.policy_loss)
         norm_const = float(a.loss_agg_norm or self.cfg.rollout.max_new_tokens)
         accum = self.engine.gradient_accumulation_steps()
@@ -511,8 +515,8 @@ class Trainer:
                         mb = [self.filler()]  # the other ranks run a forward here: join it
                     loss = None
                     if mb:
-                        loss, logp = self.micro_loss(collate(mb, pad).to(self.dist.device), pg_denom, sft_denom,
-                                                     policy_loss_fn, metrics)
+                        loss, logp = self.micro_loss(self.collate(mb), pg_denom, sft_denom, policy_loss_fn,
+                                                     metrics)
                         if reuse_old:
                             for s, row in zip(mb, response_values(logp.detach().float().cpu(), mb)):
                                 s.old_logprobs = row
@@ -535,15 +539,15 @@ class Trainer:
         lr 0, and the optimizer's pre-step hook zeroes non-finite gradient entries (`build_engine`)."""
         # DeepSpeed reports the norm only after applying the update it belongs to, so a non-finite gradient (a huge
         # lr) is looked for before stepping, on every rank's gradients (ZeRO-1/2/3: each rank's partition).
-        if not bad and not self.grads_finite():
+        # ZeRO-0 in fp32 does not record the norm; its grads are already all-reduced here.
+        own_norm = None if self.cfg.deepspeed.zero_stage else grad_norm(self.model)
+        if not bad and not self.grads_finite(own_norm):
             bad = True
             metrics.total("actor/nonfinite_grad_steps", float(self.dist.is_main))  # optimizer steps, counted once
         if bad:
             for group in self.engine.optimizer.param_groups:
                 group["lr"] = 0.0  # skip this update; the scheduler restores the lr on its next step
         lr = self.engine.get_lr()[0]
-        # ZeRO-0 in fp32 does not record the norm; its grads are already all-reduced here.
-        own_norm = None if self.cfg.deepspeed.zero_stage else grad_norm(self.model)
         self.engine.step()
         self.state.optimizer_steps += 1
         norm = self.engine.get_global_grad_norm()
@@ -566,13 +570,13 @@ class Trainer:
                       a.chord_mu_valley)
         return 1.0 - mu, mu
 
-    def grads_finite(self) -> bool:
-        """True when every rank's gradients are finite; a collective, called by every rank at the boundary."""
+    def grads_finite(self, norm: float | None) -> bool:
+        """True when every rank's gradients are finite; a collective, called by every rank at the boundary. `norm`:
+        this rank's gradient norm where the trainer computes it (ZeRO-0), non-finite exactly when a gradient is."""
         optimizer = self.engine.optimizer
         if self.cfg.deepspeed.zero_stage > 0 and hasattr(optimizer, "has_overflow"):
             return not optimizer.has_overflow(partition_gradients=True)  # ZeRO's own inf/NaN check, all-reduced
-        grads = [p.grad.isfinite().all() for p in self.model.parameters() if p.grad is not None]
-        local = bool(torch.stack(grads).all()) if grads else True
+        local = math.isfinite(grad_norm(self.model) if norm is None else norm)
         return all_reduce_sum([float(local)], self.dist.device)[0] == self.dist.world_size
 
     def micro_loss(self, batch, pg_denom, sft_denom, policy_loss_fn,

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from spark_vl.algorithms.logprobs import chunked_logprobs, naive_logprobs, sequence_logprobs
@@ -94,3 +95,66 @@ def test_response_mask_marks_predicting_positions(tiny_qwen25):
         cols = batch.response_mask[b].nonzero().flatten().tolist()
         assert cols == list(range(p - 1, p - 1 + len(s.response_ids)))
         assert batch.input_ids[b, p : p + len(s.response_ids)].tolist() == s.response_ids
+
+
+@pytest.mark.parametrize("encoder_outputs", [True, False], ids=["features-reused", "pixels-repeated"])
+def test_rows_sharing_a_prompt_run_the_vision_tower_once_with_the_same_result(tiny_model, encoder_outputs,
+                                                                             monkeypatch):
+    """3 prompts x 3 responses: the vision tower sees 3 images, not 9, and log-probs and gradients equal those of
+    9 separately encoded rows (a transformers without `mm_encoder_outputs` repeats the pixels instead)."""
+    import copy
+
+    from spark_vl.algorithms import logprobs as lp_mod
+
+    model, processor = tiny_model
+    pad = processor.tokenizer.pad_token_id
+    encoded = [encode_prompt(p, processor) for p in [build_prompt(s) for s in synthetic_samples(3, seed=2)]]
+    seqs = [Sequence(e, list(range(100, 105 + k))) for e in encoded for k in range(3)]
+    shared = collate(seqs, pad)
+    separate = collate([Sequence(copy.copy(s.prompt), s.response_ids) for s in seqs], pad)
+    assert shared.image_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and separate.image_index is None
+    assert len(shared.pixel_values) * 3 == len(separate.pixel_values)
+    if not encoder_outputs:
+        monkeypatch.setattr(lp_mod, "_takes_encoder_outputs", lambda trunk_class: False)
+    images = []
+    hook = model.model.visual.register_forward_hook(
+        lambda m, args, kwargs, out: images.append(len(kwargs.get("grid_thw", args[1:2] and args[1]))),
+        with_kwargs=True)
+    try:
+        grads = []
+        for batch in (shared, separate):
+            model.zero_grad()
+            values, _ = sequence_logprobs(model, batch)
+            (values * batch.response_mask).sum().backward()
+            grads.append((values.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    finally:
+        hook.remove()
+        model.zero_grad()
+    assert images == ([3, 9] if encoder_outputs else [9, 9])
+    assert torch.equal(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_positions_computed_once_per_prompt_equal_the_models_own(tiny_model):
+    """`attach_positions` stores each prompt's M-RoPE positions; a batch built from them (responses continuing
+    the prompt's text positions) scores exactly what the model computes from the whole right-padded batch."""
+    from spark_vl.models.encode import attach_positions
+
+    model, processor = tiny_model
+    seqs = _sequences(processor, 4)
+    seqs.append(Sequence(encode_prompt(build_prompt(synthetic_samples(1)[0]), processor), []))  # a filler row
+    plain = collate(seqs, processor.tokenizer.pad_token_id)
+    for s in seqs:
+        attach_positions(model, s.prompt)
+    cached = collate(seqs, processor.tokenizer.pad_token_id)
+    assert plain.position_ids is None and cached.position_ids.shape == (3, *cached.input_ids.shape)
+    with torch.no_grad():
+        expected, _ = sequence_logprobs(model, plain)
+        ours, _ = sequence_logprobs(model, cached)
+        own, _ = model.model.get_rope_index(plain.input_ids, mm_token_type_ids=plain.mm_token_type_ids,
+                                            image_grid_thw=plain.image_grid_thw,
+                                            attention_mask=plain.attention_mask)
+    real = plain.attention_mask.bool()
+    assert torch.equal(cached.position_ids[:, real], own[:, real])
+    assert torch.equal(ours * plain.response_mask, expected * plain.response_mask)

@@ -165,3 +165,25 @@ def test_each_prompt_is_prefilled_once_for_all_its_samples(tiny_qwen25):
     finally:
         hook.remove()
     assert images == [3]  # one vision pass over the 3 distinct images, not 12
+
+
+def test_prompt_encodings_are_shared_while_the_prompt_lives(tiny_qwen25, monkeypatch):
+    """The rollout's encoding of a prompt serves the update (another PromptEncoder of the same processor); the
+    entry leaves the cache with its prompt."""
+    import gc
+
+    from spark_vl.models import encode as enc_mod
+
+    _, processor = tiny_qwen25
+    calls = []
+    real = enc_mod.encode_prompt
+    monkeypatch.setattr(enc_mod, "encode_prompt", lambda p, proc, text=None: calls.append(p.uid) or real(p, proc))
+    prompt = prompts(1)[0]
+    first = enc_mod.PromptEncoder(processor)(prompt)
+    assert enc_mod.PromptEncoder(processor)(prompt) is first and calls == [prompt.uid]
+    cache = enc_mod.PromptEncoder._shared[processor]
+    assert id(prompt) in cache
+    key = id(prompt)
+    del prompt
+    gc.collect()
+    assert key not in cache
