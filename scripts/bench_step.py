@@ -9,10 +9,12 @@ With `--trl-python` (an interpreter that can import trl and spark_vl, e.g. a scr
 `python -m venv --system-site-packages /tmp/trl && /tmp/trl/bin/pip install trl==1.16.0`), the two run
 interleaved: `--rounds` rounds, each one spark-vl process then one TRL process of `--steps` steps; the first step
 of every process is warm-up and not counted. Prints per-phase medians for spark-vl, the step medians of both,
-completions per second and the ratio.
+completions per second and the ratio. `--before DIR` adds an earlier spark-vl checkout (`git worktree add DIR
+<commit>`), run from this script with `PYTHONPATH=DIR`, interleaved too: the before/after of a change.
 
     python scripts/bench_step.py --steps 12 --rounds 3 --trl-python /tmp/trl/bin/python
-    python scripts/bench_step.py --workload demo          # configs/demo_cpu.yaml's own step (spark-vl only)
+    python scripts/bench_step.py --workload demo --before /tmp/before        # configs/demo_cpu.yaml as shipped
+    python scripts/bench_step.py --workload spark-demo --before /tmp/before  # the SPARK demo, auxiliary phases too
 """
 
 from __future__ import annotations
@@ -32,16 +34,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS, SAMPLES, NEW_TOKENS, BETA, LR = 4, 4, 32, 0.04, 1e-5
 
-WORKLOADS = {
-    # spark-vl overrides on configs/demo_cpu.yaml; "trl" is the same workload for TRL (None: spark-vl only)
-    "issue17": [
+WORKLOADS = {  # name -> (config file, overrides); TRL runs issue17 only
+    "issue17": ("configs/demo_cpu.yaml", [
         f"trainer.prompts_per_step={PROMPTS}", f"rollout.samples_per_prompt={SAMPLES}",
         f"rollout.max_new_tokens={NEW_TOKENS}", f"trainer.sequences_per_optimizer_step={PROMPTS * SAMPLES}",
         f"trainer.micro_batch_size={PROMPTS * SAMPLES}", "algorithm.sft_coef=0", "algorithm.sft_prompts_per_step=0",
         f"algorithm.kl_coef={BETA}", "algorithm.kl_estimator=k3", f"trainer.lr={LR}", "trainer.warmup_ratio=0",
         "trainer.min_lr_ratio=1.0",
-    ],
-    "demo": [],  # configs/demo_cpu.yaml as shipped (8 prompts x 4 samples x 24 tokens, supervised term on)
+    ]),
+    "demo": ("configs/demo_cpu.yaml", []),  # as shipped: 8 prompts x 4 samples x 24 tokens, supervised term on
+    "spark-demo": ("configs/demo_cpu_spark.yaml", []),  # SPARK alternate: policy step + auxiliary phase
 }
 
 
@@ -62,18 +64,20 @@ def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str]
     from spark_vl.config import load_config
     from spark_vl.trainer.loop import train
 
+    config, overrides = WORKLOADS[workload]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(ROOT / "configs/demo_cpu.yaml", [
+        cfg = load_config(ROOT / config, [
             f"model.path={model}", f"trainer.output_dir={tmp}/run", f"trainer.rollout_steps={steps}",
             "trainer.eval_every=0", "data.val_size=0", "trainer.save_every=0", "logging.progress=false",
-            "logging.tensorboard=false", *WORKLOADS[workload], *extra,
+            "logging.tensorboard=false", *overrides, *extra,
         ])
         rows = [json.loads(line) for line in (train(cfg) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["step"] > 1]  # step 0 is the evaluation row, step 1 the warm-up
     out.write_text(json.dumps({
         "step": [r["time/step"] for r in rows],
-        "phases": {p: [r[k] for r in rows] for p in ("rollout", "reward", "logprobs", "update", "aux/rollout",
-                                                       "aux/logprobs", "aux/update") if (k := f"time/{p}") in rows[0]},
+        "phases": {p: [r[f"time/{p}"] for r in rows if f"time/{p}" in r]
+                   for p in ("rollout", "reward", "logprobs", "update", "aux/rollout", "aux/reward", "aux/logprobs",
+                             "aux/update")},
         "length": [r["response/length_mean"] for r in rows],
         "sequences": [r["rollout/responses"] for r in rows],
     }))
@@ -127,11 +131,16 @@ def run_trl(model: str, steps: int, out: Path) -> None:
 
 
 # -- the driver ------------------------------------------------------------------------------------------------
-def spawn(python: str, worker: str, model: str, steps: int, workload: str, extra: list[str]) -> dict:
+def spawn(python: str, worker: str, model: str, steps: int, workload: str, extra: list[str],
+          source: str | None = None) -> dict:
+    """One measuring process; `source`: a checkout whose spark_vl is imported instead of this one's."""
+    env = {**os.environ, **({"PYTHONPATH": source} if source else {})}
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [python, __file__, "--worker", worker, "--model", model, "--steps", str(steps), "--workload", workload,
                "--out", f.name, *(["--set", *extra] if extra else [])]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        if done.returncode:
+            sys.exit(f"{worker} worker failed:\n{done.stderr[-3000:]}")
         return json.loads(Path(f.name).read_text())
 
 
@@ -147,6 +156,9 @@ def main() -> None:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="issue17")
     parser.add_argument("--trl-python", default=None, help="an interpreter with trl (TRL is skipped without one)")
     parser.add_argument("--set", nargs="*", default=[], help="extra spark-vl overrides, e.g. rollout.top_k=20")
+    parser.add_argument("--before", default=None,
+                        help="an earlier spark-vl checkout (git worktree add /tmp/before <commit>), measured "
+                             "interleaved with this one")
     parser.add_argument("--worker", choices=["spark", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,11 +172,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = save_model(args.model, Path(tmp) / "model")
-        spark, other = [], []
+        spark, other, before = [], [], []
         for _ in range(args.rounds):
             spark.append(spawn(sys.executable, "spark", model, args.steps, args.workload, args.set))
             if trl:
                 other.append(spawn(trl, "trl", model, args.steps, args.workload, []))
+            if args.before:
+                before.append(spawn(sys.executable, "spark", model, args.steps, args.workload, args.set, args.before))
     if trl:
         version = subprocess.run([trl, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True)
     flat = lambda runs, key: [x for r in runs for x in r[key]]  # noqa: E731
@@ -172,13 +186,19 @@ def main() -> None:
     print(f"# training step, {args.model} ({args.workload}), CPU fp32, {torch.get_num_threads()} threads, "
           f"{platform.machine()}, {date.today()}")
     print(f"{args.rounds} rounds x {args.steps - 1} measured steps per framework (after 1 warm-up step each)")
-    print("| spark-vl phase | seconds per step (median) |")
-    print("|---|---|")
-    for phase in spark[0]["phases"]:
-        print(f"| {phase} | {med([x for r in spark for x in r['phases'][phase]]):.3f} |")
-    s = med(flat(spark, "step"))
-    print(f"| **step** | **{s:.3f}** ({per_step / s:.0f} completions/s, mean length "
-          f"{med(flat(spark, 'length')):.1f}) |")
+    runs = {"spark-vl": spark, **({f"before ({args.before})": before} if before else {})}
+    print("| phase, seconds per step (median) | " + " | ".join(runs) + " |")
+    print("|---" * (len(runs) + 1) + "|")
+    for phase in [p for p in spark[0]["phases"] if spark[0]["phases"][p]]:
+        cells = [f"{med([x for r in rs for x in r['phases'].get(phase, [])]):.3f}" for rs in runs.values()]
+        print(f"| {phase} | " + " | ".join(cells) + " |")
+    steps = {name: med(flat(rs, "step")) for name, rs in runs.items()}
+    print("| **step** | " + " | ".join(f"**{v:.3f}**" for v in steps.values()) + " |")
+    print("| policy completions/s | " + " | ".join(f"{per_step / v:.0f}" for v in steps.values()) + " |")
+    print("| mean response length | " + " | ".join(f"{med(flat(rs, 'length')):.1f}" for rs in runs.values()) + " |")
+    s = steps["spark-vl"]
+    if before:
+        print(f"spark-vl step time now / before: {s / list(steps.values())[1]:.2f}")
     if trl:
         t = med(flat(other, "step"))
         print(f"TRL {version.stdout.strip()} GRPOTrainer: {t:.3f} s/step ({per_step / t:.0f} completions/s, "
