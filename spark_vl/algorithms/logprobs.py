@@ -55,10 +55,13 @@ def chunked_logprobs(
     vocab_size: int | None = None,
     entropy_grad: bool = False,
     suppress_ids: torch.Tensor | None = None,
+    sync_chunks: Callable[[int], int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(targets) [B, T] and entropy [B, T] from hidden states, one chunk of positions at a time.
 
     `chunk_size` None = sized from the vocabulary (`vocab_size`, or the head's out_features) by the budget.
+    `sync_chunks` maps this rank's chunk count to the count to run (ZeRO-3 on several ranks: the maximum over
+    ranks, since every call of the head gathers its weight collectively); chunks past the end are empty.
     `temperature` divides the logits and `suppress_ids` (e.g. vision placeholders the sampler never draws) are
     masked out first, so the log-probs are the sampler's distribution. The entropy carries a gradient only
     with `entropy_grad` (an entropy bonus in the loss); otherwise it is a detached metric.
@@ -68,7 +71,10 @@ def chunked_logprobs(
         chunk_size = chunk_length(hidden_BTH.shape[0], vocab)
     logps, entropies = [], []
     use_ckpt = torch.is_grad_enabled() and hidden_BTH.requires_grad
-    for start in range(0, hidden_BTH.shape[1], chunk_size):
+    chunks = -(-hidden_BTH.shape[1] // chunk_size)
+    if sync_chunks is not None:
+        chunks = sync_chunks(chunks)
+    for start in range(0, chunks * chunk_size, chunk_size):
         h = hidden_BTH[:, start : start + chunk_size]
         y = targets_BT[:, start : start + chunk_size]
         if use_ckpt:
@@ -87,7 +93,8 @@ def naive_logprobs(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.
 
 
 def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: float = 1.0,
-                      entropy_grad: bool = False, suppress_ids: torch.Tensor | None = None):
+                      entropy_grad: bool = False, suppress_ids: torch.Tensor | None = None,
+                      sync_chunks: Callable[[int], int] | None = None):
     """log p and entropy [B, T-1] of input_ids[:, 1:] given the prefix, for a Qwen-VL model and a TrainBatch.
 
     Calls the trunk (`model.model`) and then the LM head module per chunk, so ZeRO-3's parameter hooks
@@ -107,7 +114,7 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
     start = first_response_column(batch.response_mask)
     hidden = out.last_hidden_state[:, start:-1]
     logp, entropy = chunked_logprobs(hidden, model.lm_head, batch.input_ids[:, start + 1 :], chunk_size, temperature,
-                                     entropy_grad=entropy_grad, suppress_ids=suppress_ids)
+                                     entropy_grad=entropy_grad, suppress_ids=suppress_ids, sync_chunks=sync_chunks)
     if start == 0:
         return logp, entropy
     pad = logp.new_zeros(logp.shape[0], start)

@@ -272,8 +272,10 @@ class Trainer:
         """Per-token log-probs [B, T-1] under the distribution the sampler drew from: the sampling temperature
         (greedy counts as 1) and the vision placeholders it never samples masked out."""
         temperature = self.cfg.rollout.temperature if self.cfg.rollout.temperature > 0 else 1.0
+        # ZeRO-3 on several ranks: every rank calls the LM head as often as the rank with the most chunks.
+        sync = (lambda n: max(all_gather_objects(n))) if self.lockstep else None
         return sequence_logprobs(model, batch, temperature=temperature, entropy_grad=entropy_grad,
-                                 suppress_ids=self.suppressed_ids)
+                                 suppress_ids=self.suppressed_ids, sync_chunks=sync)
 
     def sampling(self, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingParams:
         r = self.cfg.rollout

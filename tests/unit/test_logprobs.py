@@ -158,3 +158,19 @@ def test_positions_computed_once_per_prompt_equal_the_models_own(tiny_model):
     real = plain.attention_mask.bool()
     assert torch.equal(cached.position_ids[:, real], own[:, real])
     assert torch.equal(ours * plain.response_mask, expected * plain.response_mask)
+
+
+def test_synced_chunk_count_pads_with_empty_chunks():
+    """ZeRO-3 lockstep: a rank with fewer positions still calls the head as often as the others; the extra
+    calls see empty chunks and change nothing."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden, targets = torch.randn(2, 5, 8), torch.randint(0, 11, (2, 5))
+    calls = []
+    handle = head.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[1]))
+    plain, _ = chunked_logprobs(hidden, head, targets, chunk_size=2)
+    assert calls == [2, 2, 1]
+    calls.clear()
+    synced, _ = chunked_logprobs(hidden, head, targets, chunk_size=2, sync_chunks=lambda n: n + 2)
+    handle.remove()
+    assert calls == [2, 2, 1, 0, 0] and torch.equal(plain, synced)
