@@ -114,6 +114,24 @@ def run_trl(model: str, steps: int, out: Path) -> None:
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self.t0)
 
+    # TRL's own phases, timed around its methods: generation, rewards, the no-grad reference pass (the old-log-prob
+    # pass is skipped on-policy, as in spark-vl), and the update (loss forward + backward + optimizer step).
+    phases: dict[str, list[float]] = {"generate": [], "reward": [], "reference": []}
+
+    def timed(name, fn, when=lambda: True):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if when():
+                    phases[name].append(time.perf_counter() - t0)
+        return wrapper
+
+    GRPOTrainer._generate = timed("generate", GRPOTrainer._generate)
+    GRPOTrainer._calculate_rewards = timed("reward", GRPOTrainer._calculate_rewards)
+    GRPOTrainer._get_per_token_logps_and_entropies = timed(
+        "reference", GRPOTrainer._get_per_token_logps_and_entropies, when=lambda: not torch.is_grad_enabled())
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(
@@ -127,7 +145,8 @@ def run_trl(model: str, steps: int, out: Path) -> None:
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, callbacks=[clock])
         trainer.train()
         lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    out.write_text(json.dumps({"step": clock.times[1:], "length": lengths[1:]}))
+    out.write_text(json.dumps({"step": clock.times[1:], "length": lengths[1:],
+                               "phases": {k: v[1:] for k, v in phases.items()}}))
 
 
 # -- the driver ------------------------------------------------------------------------------------------------
@@ -203,6 +222,10 @@ def main() -> None:
         t = med(flat(other, "step"))
         print(f"TRL {version.stdout.strip()} GRPOTrainer: {t:.3f} s/step ({per_step / t:.0f} completions/s, "
               f"mean length {med(flat(other, 'length')):.1f})")
+        print("TRL phases (median s/step): " + ", ".join(
+            f"{k} {med([x for r in other for x in r['phases'][k]]):.3f}" for k in other[0]["phases"]) +
+            f", rest (loss forward, backward, optimizer, bookkeeping) "
+            f"{t - sum(med([x for r in other for x in r['phases'][k]]) for k in other[0]['phases']):.3f}")
         print(f"spark-vl / TRL completions per second: {t / s:.2f}x")
 
 

@@ -122,24 +122,29 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
 
 
 def vision_inputs(model, batch) -> dict:
-    """The image inputs of the trunk. Rows that share a prompt (`batch.image_index`) run the vision tower once per
-    distinct image and reuse its features (`mm_encoder_outputs`; gradients from every use add up); a transformers
-    without that argument gets every row's pixels instead."""
+    """The image inputs of the trunk: the vision tower's features, computed here once per distinct image (rows that
+    share a prompt, `batch.image_index`, reuse them; gradients from every use add up) and passed as
+    `mm_encoder_outputs`. Always computed here, shared or not, so every ZeRO-3 rank runs the vision tower and then
+    the trunk in the same order (parameters are gathered per module call). A transformers without that argument
+    gets every row's pixels."""
     if batch.pixel_values is None:
         return {}
-    if batch.image_index is None:
-        return {"pixel_values": batch.pixel_values}
     trunk = model.model
     if not _takes_encoder_outputs(type(trunk)):
+        if batch.image_index is None:
+            return {"pixel_values": batch.pixel_values}
         patches = batch.vision_grid_thw.prod(-1)
         starts = torch.cumsum(patches, 0) - patches
         rows = torch.cat([torch.arange(int(starts[i]), int(starts[i] + patches[i])) for i in batch.image_index])
         return {"pixel_values": batch.pixel_values[rows.to(batch.pixel_values.device)]}
-    features = trunk.get_image_features(batch.pixel_values, batch.vision_grid_thw, return_dict=True)
-    index = batch.image_index.tolist()
-    features.pooler_output = tuple(features.pooler_output[i] for i in index)
-    if getattr(features, "deepstack_features", None) is not None:  # Qwen3-VL: features of inner vision layers too
-        features.deepstack_features = [tuple(layer[i] for i in index) for layer in features.deepstack_features]
+    shared = batch.image_index is not None
+    features = trunk.get_image_features(batch.pixel_values, batch.vision_grid_thw if shared else batch.image_grid_thw,
+                                        return_dict=True)
+    if shared:
+        index = batch.image_index.tolist()
+        features.pooler_output = tuple(features.pooler_output[i] for i in index)
+        if getattr(features, "deepstack_features", None) is not None:  # Qwen3-VL: inner vision layers' features
+            features.deepstack_features = [tuple(layer[i] for i in index) for layer in features.deepstack_features]
     return {"mm_encoder_outputs": {"image": features}}
 
 

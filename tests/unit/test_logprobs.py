@@ -130,7 +130,7 @@ def test_rows_sharing_a_prompt_run_the_vision_tower_once_with_the_same_result(ti
     finally:
         hook.remove()
         model.zero_grad()
-    assert images == ([3, 9] if encoder_outputs else [9, 9])
+    assert images == ([3, 9] if encoder_outputs else [9, 9])  # features: once per distinct image
     assert torch.equal(grads[0][0], grads[1][0])
     for a, b in zip(grads[0][1], grads[1][1]):
         assert torch.allclose(a, b, atol=1e-5)
