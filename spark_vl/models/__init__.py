@@ -69,6 +69,13 @@ def zero3_partitioned(model) -> bool:
     return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
+def no_autograd(model):
+    """The context for a forward pass whose outputs never need a gradient: `torch.inference_mode` (cheaper per op than
+    no_grad: no version counters or view tracking), except under ZeRO-3, whose hooks gather parameters during the
+    pass into tensors that outlive it. Nothing made inside may be kept for a later pass with gradient."""
+    return torch.no_grad() if zero3_partitioned(model) else torch.inference_mode()
+
+
 def has_dropout(model) -> bool:
     """True when some module drops activations in train mode: an `nn.Dropout` with p > 0 or a float `*dropout*`
     attribute > 0 (transformers' attention modules keep `attention_dropout` as a plain float)."""

@@ -24,6 +24,7 @@ from transformers.generation.logits_process import (
 )
 
 from spark_vl.config import RolloutConfig
+from spark_vl.models import no_autograd
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, pad_prompts
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
@@ -59,8 +60,11 @@ class HFEngine:
     def wake(self) -> None:
         pass
 
-    @torch.no_grad()
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[RolloutGroup]:
+        with no_autograd(self.model):
+            return self._generate(prompts, n, sampling)
+
+    def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[RolloutGroup]:
         encode = PromptEncoder(self.processor)  # each prompt is processed once, not n times
         jobs = [p for p in prompts for _ in range(n)]
         rollouts: dict[int, list[Rollout]] = {id(p): [] for p in prompts}

@@ -31,7 +31,7 @@ from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_pe
 from spark_vl.algorithms.spo import DEFAULT_WEIGHT
 from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.data.prompts import prompt_key
-from spark_vl.models import has_dropout, load_model, resolve_dtype
+from spark_vl.models import has_dropout, load_model, no_autograd, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
@@ -266,7 +266,8 @@ class Trainer:
 
     @cached_property
     def suppressed_ids(self) -> torch.Tensor:
-        return torch.tensor(vision_token_ids(self.processor.tokenizer), dtype=torch.long)
+        with torch.inference_mode(False):  # first used inside a no-autograd pass, kept for the update's
+            return torch.tensor(vision_token_ids(self.processor.tokenizer), dtype=torch.long)
 
     def logprobs(self, model, batch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs [B, T-1] under the distribution the sampler drew from: the sampling temperature
@@ -391,7 +392,6 @@ class Trainer:
             attach_positions(self.model, s.prompt)
         return collate(seqs, self.processor.tokenizer.pad_token_id).to(self.dist.device)
 
-    @torch.no_grad()
     def fill_logprobs(self, seqs: list[Sequence], old: bool = True) -> None:
         """Old (pre-update; skipped with `old` false) and reference log-probs of every response token, under the
         sampler's distribution."""
@@ -400,14 +400,15 @@ class Trainer:
         self.model.eval()
         for mb in self.forward_chunks(seqs):
             batch = self.collate(mb)
-            if old:
-                values, _ = self.logprobs(self.model, batch)
-                for s, row in zip(mb, response_values(values.float().cpu(), mb)):
-                    s.old_logprobs = row
-            if self.reference is not None:
-                values, _ = self.logprobs(self.reference, batch)
-                for s, row in zip(mb, response_values(values.float().cpu(), mb)):
-                    s.ref_logprobs = row
+            with no_autograd(self.model):
+                if old:
+                    values, _ = self.logprobs(self.model, batch)
+                    for s, row in zip(mb, response_values(values.float().cpu(), mb)):
+                        s.old_logprobs = row
+                if self.reference is not None:
+                    values, _ = self.logprobs(self.reference, batch)
+                    for s, row in zip(mb, response_values(values.float().cpu(), mb)):
+                        s.ref_logprobs = row
         self.model.train()
 
     def log_sampler_gap(self, seqs: list[Sequence], metrics: Means, prefix: str) -> None:
