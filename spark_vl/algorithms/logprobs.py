@@ -9,12 +9,12 @@ logits (default 2^25: 128 MB in fp32). log p(y) = logit_y - logsumexp(logits); e
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from spark_vl.models import accepts
 
 
 def _chunk_logprobs(
@@ -130,7 +130,7 @@ def vision_inputs(model, batch) -> dict:
     if batch.pixel_values is None:
         return {}
     trunk = model.model
-    if not _takes_encoder_outputs(type(trunk)):
+    if not accepts(type(trunk), "forward", "mm_encoder_outputs"):
         if batch.image_index is None:
             return {"pixel_values": batch.pixel_values}
         patches = batch.vision_grid_thw.prod(-1)
@@ -146,11 +146,6 @@ def vision_inputs(model, batch) -> dict:
         if getattr(features, "deepstack_features", None) is not None:  # Qwen3-VL: inner vision layers' features
             features.deepstack_features = [tuple(layer[i] for i in index) for layer in features.deepstack_features]
     return {"mm_encoder_outputs": {"image": features}}
-
-
-@functools.cache
-def _takes_encoder_outputs(trunk_class: type) -> bool:
-    return "mm_encoder_outputs" in inspect.signature(trunk_class.forward).parameters
 
 
 def first_response_column(mask_BT: torch.Tensor) -> int:

@@ -8,6 +8,9 @@ gradient checkpointing are applied here so every entry point (train, eval, expor
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 
 from spark_vl.config import ModelConfig
@@ -67,6 +70,13 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
 
 def zero3_partitioned(model) -> bool:
     return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+@functools.cache
+def accepts(cls: type, method: str, name: str) -> bool:
+    """Whether `cls.method` takes the argument `name` (transformers adds and renames arguments between versions);
+    looked up once per class."""
+    return name in inspect.signature(getattr(cls, method)).parameters
 
 
 def no_autograd(model):

@@ -10,13 +10,13 @@ Qwen3-VL requires it and Qwen2.5-VL silently computes other M-RoPE positions wit
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from spark_vl.models import accepts
 from spark_vl.types import Prompt
 
 
@@ -87,8 +87,8 @@ def attach_positions(model, prompt: EncodedPrompt) -> None:
     ids = torch.tensor([prompt.input_ids])
     inputs = {"image_grid_thw": prompt.image_grid_thw, "attention_mask": torch.ones_like(ids),
               "mm_token_type_ids": torch.tensor([prompt.mm_token_type_ids])}
-    accepted = inspect.signature(trunk.get_rope_index).parameters
-    positions, _ = trunk.get_rope_index(ids, **{k: v for k, v in inputs.items() if k in accepted})
+    accepted = {k: v for k, v in inputs.items() if accepts(type(trunk), "get_rope_index", k)}
+    positions, _ = trunk.get_rope_index(ids, **accepted)
     prompt.positions = positions[:, 0].cpu()
 
 

@@ -12,7 +12,6 @@ prompt's offset (`rope_deltas`) that the prefill computed.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 
 import torch
@@ -24,7 +23,7 @@ from transformers.generation.logits_process import (
 )
 
 from spark_vl.config import RolloutConfig
-from spark_vl.models import no_autograd
+from spark_vl.models import accepts, no_autograd
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, pad_prompts
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
@@ -207,7 +206,7 @@ class HFEngine:
 def cache_arg(model) -> str:
     """The forward keyword of the KV cache: `cache` from transformers 5.24 (`past_key_values` is deprecated there),
     `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if accepts(type(model), "forward", "cache") else "past_key_values"
 
 
 def model_cache(out):

@@ -36,7 +36,7 @@ from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_position
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, make_engine
-from spark_vl.rollout.hf import vision_token_ids
+from spark_vl.rollout.hf import max_over_ranks, vision_token_ids
 from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer import spo as spo_glue
@@ -102,7 +102,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     judge, judge_processor = build_judge(cfg, plan, dist, dtype) if cfg.reward.judge_model else (None, None)
     reward_judge = make_reward_judge(cfg.reward, judge or engine.module, judge_processor or processor,
                                      separate=judge is not None,
-                                     sync=(lambda n: max(all_gather_objects(n))) if synced else None)
+                                     sync=(lambda n: max_over_ranks(n, dist.device)) if synced else None)
     rollout = make_engine(cfg.rollout, engine.module, processor, synced)
     initial_rollout = make_engine(cfg.rollout, frozen, processor, synced) if from_initial else None
     state = TrainState()
@@ -274,7 +274,7 @@ class Trainer:
         (greedy counts as 1) and the vision placeholders it never samples masked out."""
         temperature = self.cfg.rollout.temperature if self.cfg.rollout.temperature > 0 else 1.0
         # ZeRO-3 on several ranks: every rank calls the LM head as often as the rank with the most chunks.
-        sync = (lambda n: max(all_gather_objects(n))) if self.lockstep else None
+        sync = (lambda n: max_over_ranks(n, self.dist.device)) if self.lockstep else None
         return sequence_logprobs(model, batch, temperature=temperature, entropy_grad=entropy_grad,
                                  suppress_ids=self.suppressed_ids, sync_chunks=sync)
 
@@ -383,7 +383,7 @@ class Trainer:
         size = self.cfg.trainer.micro_batch_size
         chunks = [seqs[i : i + size] for i in range(0, len(seqs), size)]
         if self.lockstep:
-            chunks += [[self.filler()]] * (max(all_gather_objects(len(chunks))) - len(chunks))
+            chunks += [[self.filler()]] * (max_over_ranks(len(chunks), self.dist.device) - len(chunks))
         return chunks
 
     def collate(self, seqs: list[Sequence]) -> TrainBatch:
