@@ -48,6 +48,7 @@ class HFEngine:
         # A response must never contain vision placeholders: the processor would count them as image slots
         # and the update would fail with "image features and image tokens do not match".
         self.suppress_ids = vision_token_ids(tok)
+        self._suppress_index: torch.Tensor | None = None  # suppress_ids on the model's device, made once
 
     # Weight sync and sleep/wake only matter for an engine that holds its own copy of the weights.
     def sync_weights(self, model) -> None:
@@ -94,14 +95,17 @@ class HFEngine:
                                    finish_reason="stop" if stopped[i] else "length"))
         return results
 
-    def _scores(self, history: torch.Tensor, logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
+    def _scores(self, history: torch.Tensor | None, logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
         """The final scores a token is drawn from, processed as transformers.generate does, in its order:
-        repetition penalty, suppressed tokens, then temperature, top-k and top-p (not for greedy)."""
+        repetition penalty (over `history`, prompt + sampled ids), suppressed tokens, then temperature, top-k and
+        top-p (not for greedy)."""
         scores = logits.float()
         if sampling.repetition_penalty != 1.0:
             scores = RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty)(history, scores)
         if self.suppress_ids:
-            scores[:, self.suppress_ids] = -float("inf")
+            if self._suppress_index is None or self._suppress_index.device != scores.device:
+                self._suppress_index = torch.tensor(self.suppress_ids, device=scores.device)
+            scores = scores.index_fill_(1, self._suppress_index, -float("inf"))
         if not sampling.greedy:
             if sampling.temperature != 1.0:
                 scores = TemperatureLogitsWarper(sampling.temperature)(history, scores)
@@ -128,8 +132,10 @@ class HFEngine:
         else:  # text only: a left-padded row's positions count its real tokens; no M-RoPE offset
             enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0).expand(3, -1, -1)
         B, prompt_cols = len(encoded), enc["input_ids"].shape[1]
-        history = enc["input_ids"].index_select(0, rows)  # prompt + sampled ids, for the repetition penalty
-        mask = enc["attention_mask"].index_select(0, rows)
+        # prompt + sampled ids, kept only for the repetition penalty
+        history = enc["input_ids"].index_select(0, rows) if sampling.repetition_penalty != 1.0 else None
+        mask = enc["attention_mask"].index_select(0, rows).bool()
+        last = enc["input_ids"][:, -1:].index_select(0, rows)  # the newest token of each row (prompts: left-padded)
         stop_ids = torch.tensor(self.stop_ids, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         lengths = torch.full((B,), -1, dtype=torch.long, device=device)  # set when a row stops
@@ -159,11 +165,13 @@ class HFEngine:
                     token = torch.where(done, self.pad_id, token)
                     sampled.append(token)
                     logprobs.append(torch.log_softmax(scores, dim=-1).gather(1, token.unsqueeze(1)).squeeze(1))
-                    history = torch.cat([history, token.unsqueeze(1)], dim=1)
+                    last = token.unsqueeze(1)
+                    if history is not None:
+                        history = torch.cat([history, last], dim=1)
                     hit = ~done & torch.isin(token, stop_ids)
                     if longest_stop:
                         hit |= self._stop_string(sampled, ~done & ~hit, sampling.stop, longest_stop)
-                    lengths[hit] = len(sampled)
+                    lengths = torch.where(hit, len(sampled), lengths)
                     done |= hit
                 finished = len(sampled) >= sampling.max_new_tokens or bool(done.all())
                 if self.synced_gpus:  # ZeRO-3: forwards are collective; a finished rank runs on with the others
@@ -174,7 +182,7 @@ class HFEngine:
                 mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
                 # A [B, 1, 1, L] boolean mask (the one query sees every real key) skips transformers' per-step mask
                 # construction.
-                step = {"input_ids": history[:, -1:], "attention_mask": mask[:, None, None, :].bool(),
+                step = {"input_ids": last, "attention_mask": mask[:, None, None, :],
                         "position_ids": (position + fed).view(1, B, 1).expand(3, B, 1), kv: cache, "use_cache": True}
                 if decoder is not None:
                     logits = self.model.lm_head(decoder(**step).last_hidden_state[:, -1])

@@ -140,6 +140,10 @@ def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: to
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, derived, dtype)
     )
+    if dist.world_size == 1 and cfg.deepspeed.zero_stage == 0:
+        # One process: DeepSpeed's gradient all-reduce after each backward is the identity (flatten every gradient,
+        # reduce over one rank, divide by 1, copy back), ~1.5 ms a micro-step on the tiny model; skip it.
+        engine.enable_backward_allreduce = False
     return engine
 
 

@@ -297,3 +297,31 @@ def test_dapo_dynamic_sampling_drops_exactly_the_flat_groups_and_fills_the_step(
         assert m["advantage/zero_share"] == 0.0  # no flat group reached the update
     flat = sum(len(g) == 2 and g[0] == g[1] for g in NoisyScriptedEngine.groups_log)  # (held-out eval: n = 1)
     assert sum(m["dapo/filtered_groups"] for m in read_metrics(run)[1:]) == flat
+
+
+def test_one_process_skips_deepspeeds_identity_allreduce_and_gets_the_same_gradients(tmp_path, monkeypatch):
+    """ZeRO-0 on one process: DeepSpeed's gradient all-reduce after each backward would reduce over one rank and
+    divide by 1; the engine skips it, and the gradients are bitwise those of an engine that runs it."""
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    from spark_vl.config import derived
+    from spark_vl.trainer.distributed import build_engine, init_distributed
+
+    cfg = fast_config(tmp_path)
+    dist = init_distributed("cpu")
+    reduced = []
+    real = DeepSpeedEngine.allreduce_gradients
+    monkeypatch.setattr(DeepSpeedEngine, "allreduce_gradients",
+                        lambda self, *a, **k: reduced.append(1) or real(self, *a, **k))
+    grads = []
+    for allreduce in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        engine = build_engine(model, cfg, derived(cfg, 1), dist, torch.float32)
+        assert engine.enable_backward_allreduce is False
+        engine.enable_backward_allreduce = allreduce
+        x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+        engine.backward(engine(x).pow(2).mean())
+        grads.append([p.grad.clone() for p in model.parameters()])
+        assert len(reduced) == int(allreduce)
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
