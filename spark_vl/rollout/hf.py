@@ -6,8 +6,8 @@ one forward pass per new token on the whole chunk (`generation_batch_size` rows)
 `transformers.generate` samples (the same logits processors in the same order, `torch.multinomial` on the
 softmax: the same tokens for the same seed, a test checks it), without its per-step bookkeeping. The log-prob of
 every sampled token is read from the final (warped) scores, so the recorded behaviour log-probs are the
-distribution each token was drawn from. M-RoPE positions of a new token are its text position plus the
-prompt's offset (`rope_deltas`) that the prefill computed.
+distribution each token was drawn from. M-RoPE positions are computed once per prompt (`attach_positions`, the
+model's own `get_rope_index`) and passed to the prefill; a new token continues at the prompt's largest position + 1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from transformers.generation.logits_process import (
 
 from spark_vl.config import RolloutConfig
 from spark_vl.models import accepts, no_autograd
-from spark_vl.models.encode import EncodedPrompt, PromptEncoder, pad_prompts
+from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, pad_prompts
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -126,12 +126,19 @@ class HFEngine:
         unique = list({id(e): e for e in encoded}.values())
         rows = torch.tensor([first[id(e)] for e in encoded], device=device)
         enc = {k: v.to(device) for k, v in pad_prompts(unique, self.pad_id, side="left").items()}
-        images = "pixel_values" in enc
-        if images:
+        if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(next(self.model.parameters()).dtype)
-        else:  # text only: a left-padded row's positions count its real tokens; no M-RoPE offset
-            enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0).expand(3, -1, -1)
         B, prompt_cols = len(encoded), enc["input_ids"].shape[1]
+        # M-RoPE positions once per prompt (`attach_positions`, kept on the encoded prompt for the update), left-
+        # padded (the padding's are never seen: masked); a new token continues at its prompt's largest + 1.
+        with torch.inference_mode(False):  # normal tensors: the update reads them with autograd on
+            for e in unique:
+                attach_positions(self.model, e)
+        position_ids = torch.ones(3, len(unique), prompt_cols, dtype=torch.long)
+        for u, e in enumerate(unique):
+            position_ids[:, u, prompt_cols - len(e.input_ids) :] = e.positions
+        enc["position_ids"] = position_ids.to(device)
+        position = torch.tensor([int(e.positions.max()) + 1 for e in unique], device=device).index_select(0, rows)
         # prompt + sampled ids, kept only for the repetition penalty
         history = enc["input_ids"].index_select(0, rows) if sampling.repetition_penalty != 1.0 else None
         mask = enc["attention_mask"].index_select(0, rows).bool()
@@ -153,8 +160,6 @@ class HFEngine:
             cache = model_cache(out)
             cache.reorder_cache(rows)  # every row gets its prompt's keys and values
             logits = out.logits[:, -1].index_select(0, rows)
-            offsets = getattr(self.model.model, "rope_deltas", None) if images else None
-            position = mask.sum(1) + (offsets.index_select(0, rows).flatten() if offsets is not None else 0)
             while True:
                 if len(sampled) < sampling.max_new_tokens and not bool(done.all()):
                     scores = self._scores(history, logits, sampling)

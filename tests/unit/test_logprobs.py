@@ -4,7 +4,7 @@ import torch
 from spark_vl.algorithms.logprobs import chunked_logprobs, naive_logprobs, sequence_logprobs
 from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
-from spark_vl.models.encode import encode_prompt
+from spark_vl.models.encode import attach_positions, encode_prompt
 from spark_vl.trainer.batch import Sequence, collate, response_values
 
 
@@ -176,3 +176,53 @@ def test_synced_chunk_count_pads_with_empty_chunks():
     synced, _ = chunked_logprobs(hidden, head, targets, chunk_size=2, sync_chunks=lambda n: n + 2)
     handle.remove()
     assert calls == [2, 2, 1, 0, 0] and torch.equal(plain, synced)
+
+
+def _collate_row_by_row(seqs, pad_id):
+    """The definition of collate's placement, one row at a time (the reference for the batched construction)."""
+    T = max(len(s.prompt.input_ids) + len(s.response_ids) for s in seqs)
+    B = len(seqs)
+    out = {"input_ids": torch.full((B, T), pad_id), "attention_mask": torch.zeros(B, T, dtype=torch.long),
+           "mm_token_type_ids": torch.zeros(B, T, dtype=torch.long), "response_mask": torch.zeros(B, T - 1),
+           "advantages": torch.zeros(B, T - 1), "old_logprobs": torch.zeros(B, T - 1),
+           "ref_logprobs": torch.zeros(B, T - 1), "behaviour_logprobs": torch.zeros(B, T - 1),
+           "position_ids": torch.zeros(3, B, T, dtype=torch.long)}
+    for b, s in enumerate(seqs):
+        p, r = len(s.prompt.input_ids), len(s.response_ids)
+        out["input_ids"][b, : p + r] = torch.tensor(s.prompt.input_ids + s.response_ids)
+        out["attention_mask"][b, : p + r] = 1
+        out["mm_token_type_ids"][b, :p] = torch.tensor(s.prompt.mm_token_type_ids)
+        out["response_mask"][b, p - 1 : p - 1 + r] = 1.0
+        out["advantages"][b, p - 1 : p - 1 + r] = s.advantage
+        out["old_logprobs"][b, p - 1 : p - 1 + r] = torch.tensor(s.old_logprobs)
+        out["ref_logprobs"][b, p - 1 : p - 1 + r] = torch.tensor(s.ref_logprobs)
+        if s.behaviour_logprobs is not None:
+            out["behaviour_logprobs"][b, p - 1 : p - 1 + r] = torch.tensor(s.behaviour_logprobs)
+        out["position_ids"][:, b, :p] = s.prompt.positions
+        out["position_ids"][:, b, p:] = s.prompt.positions.max() + 1 + torch.arange(T - p)
+    return out
+
+
+def test_collate_places_every_row_as_the_row_by_row_definition(tiny_model):
+    """Shared and distinct image prompts, responses of different lengths (one empty, one expert without sampler
+    log-probs): every tensor equals the row-by-row placement exactly, and a log-prob list of the wrong length is
+    an error that names the sequence."""
+    model, processor = tiny_model
+    seqs = _sequences(processor)
+    seqs.append(Sequence(seqs[0].prompt, seqs[0].response_ids[:2]))  # shares prompt 0's image
+    seqs.append(Sequence(seqs[1].prompt, [], is_expert=True))  # an empty response
+    g = torch.Generator().manual_seed(0)
+    for i, s in enumerate(seqs):
+        attach_positions(model, s.prompt)
+        r = len(s.response_ids)
+        s.advantage = 0.1 * i - 0.2
+        s.old_logprobs, s.ref_logprobs = torch.randn(r, generator=g).tolist(), torch.randn(r, generator=g).tolist()
+        s.behaviour_logprobs = None if s.is_expert else torch.randn(r, generator=g).tolist()
+    pad = processor.tokenizer.pad_token_id
+    batch, want = collate(seqs, pad), _collate_row_by_row(seqs, pad)
+    for name, expected in want.items():
+        assert torch.equal(getattr(batch, name), expected), name
+    assert batch.has_behaviour.tolist() == [True] * 5 + [False]
+    seqs[2].ref_logprobs = seqs[2].ref_logprobs[:-1]
+    with pytest.raises(ValueError, match="sequence 2 has .* reference log-probs"):
+        collate(seqs, pad)
