@@ -217,7 +217,8 @@ def main() -> None:
     print("| mean response length | " + " | ".join(f"{med(flat(rs, 'length')):.1f}" for rs in runs.values()) + " |")
     s = steps["spark-vl"]
     if before:
-        print(f"spark-vl step time now / before: {s / list(steps.values())[1]:.2f}")
+        print(f"spark-vl step time now / before: {s / list(steps.values())[1]:.2f} (per round: " + ", ".join(
+            f"{med(r['step']) / med(b['step']):.2f}" for r, b in zip(spark, before)) + ")")
     if trl:
         t = med(flat(other, "step"))
         print(f"TRL {version.stdout.strip()} GRPOTrainer: {t:.3f} s/step ({per_step / t:.0f} completions/s, "
@@ -227,6 +228,9 @@ def main() -> None:
             f", rest (loss forward, backward, optimizer, bookkeeping) "
             f"{t - sum(med([x for r in other for x in r['phases'][k]]) for k in other[0]['phases']):.3f}")
         print(f"spark-vl / TRL completions per second: {t / s:.2f}x")
+        # Each round's pair ran back to back: its ratio is the least disturbed by the machine's drift.
+        rounds = [med(o["step"]) / med(r["step"]) for r, o in zip(spark, other)]
+        print("per round: " + ", ".join(f"{x:.2f}x" for x in rounds))
 
 
 if __name__ == "__main__":
