@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from spark_vl.models import accepts
-from spark_vl.types import Prompt
+from spark_vl.types import Prompt, Sample
 
 
 @dataclass
@@ -71,6 +71,29 @@ class PromptEncoder:
             hit = (weakref.ref(prompt, lambda _, key=key: cache.pop(key, None)), encode_prompt(prompt, self.processor))
             cache[key] = hit
         return hit[1]
+
+
+_FILLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # processor -> its encoded vision filler
+
+
+def vision_filler_prompt() -> Prompt:
+    """A one-word prompt with one small blank image (the processor scales it up to its smallest size). ZeRO-3 on
+    several ranks gathers each module's parameters collectively when it runs, so every rank must run the same
+    modules in the same order: a forward pass whose batch has no image on this rank (text-only rows, a filler)
+    gets this row added, and the vision tower runs on every rank. Its outputs are never used; in the update it
+    carries no loss (no response tokens) but stays in the graph, so the vision tower's backward (zero gradients)
+    runs on every rank too."""
+    from PIL import Image
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
+    return Prompt("vision-filler", messages, [Image.new("RGB", (28, 28))], Sample("vision-filler", "<image>.", ""))
+
+
+def vision_filler(processor) -> EncodedPrompt:
+    """`vision_filler_prompt`, encoded once per processor."""
+    if processor not in _FILLERS:
+        _FILLERS[processor] = encode_prompt(vision_filler_prompt(), processor)
+    return _FILLERS[processor]
 
 
 def attach_positions(model, prompt: EncodedPrompt) -> None:

@@ -24,7 +24,7 @@ from transformers.generation.logits_process import (
 
 from spark_vl.config import RolloutConfig
 from spark_vl.models import accepts, no_autograd
-from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, pad_prompts
+from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, pad_prompts, vision_filler
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -125,6 +125,8 @@ class HFEngine:
             first.setdefault(id(e), len(first))
         unique = list({id(e): e for e in encoded}.values())
         rows = torch.tensor([first[id(e)] for e in encoded], device=device)
+        if self.synced_gpus and all(e.pixel_values is None for e in unique):
+            unique.append(vision_filler(self.processor))  # prefilled, never decoded: see `vision_filler`
         enc = {k: v.to(device) for k, v in pad_prompts(unique, self.pad_id, side="left").items()}
         if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(next(self.model.parameters()).dtype)

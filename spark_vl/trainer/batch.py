@@ -111,7 +111,7 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
     shared = len(vision_grids) < len(grids)
     positions = None
     if all(s.prompt.positions is not None for s in seqs):
-        by_prompt: dict[int, torch.Tensor] = {}  # per distinct prompt: its positions, then the response's (and padding's)
+        by_prompt: dict[int, torch.Tensor] = {}  # per distinct prompt: its positions, then its response's
         for s in seqs:
             if id(s.prompt) not in by_prompt:
                 prompt = s.prompt.positions.long()

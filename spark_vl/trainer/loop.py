@@ -32,7 +32,7 @@ from spark_vl.algorithms.spo import DEFAULT_WEIGHT
 from spark_vl.config import Config, Derived, derived, dump_yaml, validate
 from spark_vl.data.prompts import prompt_key
 from spark_vl.models import has_dropout, load_model, no_autograd, resolve_dtype
-from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions
+from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, vision_filler
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, make_engine
@@ -387,7 +387,10 @@ class Trainer:
         return chunks
 
     def collate(self, seqs: list[Sequence]) -> TrainBatch:
-        """One micro-batch on the device, with every prompt's M-RoPE positions (computed once per prompt)."""
+        """One micro-batch on the device, with every prompt's M-RoPE positions (computed once per prompt). Under
+        `lockstep` a micro-batch without images gets a last row with one (`vision_filler`): no loss, no metric."""
+        if self.lockstep and all(s.prompt.pixel_values is None for s in seqs):
+            seqs = [*seqs, Sequence(vision_filler(self.processor), [], old_logprobs=[], ref_logprobs=[])]
         for s in seqs:
             attach_positions(self.model, s.prompt)
         return collate(seqs, self.processor.tokenizer.pad_token_id).to(self.dist.device)

@@ -89,3 +89,30 @@ def test_spark_two_ranks_build_and_train_what_one_process_does(tmp_path):
         assert built(a) == built(b), a["step"]
         for key in keys:
             assert a.get(key) == b.get(key), (a["step"], key, a.get(key), b.get(key))
+
+
+@pytest.mark.slow
+def test_zero3_ranks_with_and_without_images_in_one_step(tmp_path):
+    """ZeRO-3 gathers a module's parameters collectively when it runs, so a rank whose batch has no image must still
+    run the vision tower when another rank's batch has one (`vision_filler`; before it, this run hung in step 1's
+    rollout). A 50/50 mixture of image and text-only rows gives rank 0 an image prompt and rank 1 two text-only
+    prompts in step 1; the 2-rank run finishes and matches 1 process."""
+    from spark_vl.config import load_config
+    from spark_vl.models.tiny import build_tiny
+    from spark_vl.trainer.data import PromptSource
+
+    data = tmp_path / "arith.jsonl"
+    data.write_text("".join(json.dumps({"id": f"t{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(16)))
+    args = ("deepspeed.zero_stage=3", "algorithm.kl_coef=0.01", f"data.train=[builtin:synthetic,{data}]",
+            "data.train_weights=[0.5,0.5]")
+    source = PromptSource(load_config("configs/demo_cpu.yaml", [*COMMON, *args, f"trainer.output_dir={tmp_path}"]),
+                          build_tiny("tiny-qwen2.5-vl")[1])
+    step1 = source.next_prompts(4)
+    assert [[len(p.images) for p in step1[rank::2]] for rank in (0, 1)] == [[1, 0], [0, 0]]
+    single, double = run(tmp_path, 1, *args), run(tmp_path, 2, *args)
+    assert [m["step"] for m in double] == [0, 1, 2]
+    for step, rel in ((1, 2e-4), (2, 1e-3)):
+        a, b = single[step], double[step]
+        for key in ("loss/sft", "loss/policy", "actor/grad_norm", "actor/kl", "reward/mean", "response/length_mean"):
+            assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), (step, key, a[key], b[key])
