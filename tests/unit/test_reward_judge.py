@@ -138,3 +138,23 @@ def test_templates_and_config_errors(tmp_path):
         load_config(None, ["reward.judge_model=builtin:tiny-qwen2.5-vl"])
     with pytest.raises(ConfigError, match="judge_mix=1.5"):
         load_config(None, ["reward.judge_mix=1.5"])
+
+
+def test_lockstep_judges_text_only_rows_with_a_vision_filler_row(tiny_qwen25, monkeypatch):
+    """ZeRO-3: a judge pass whose rows have no image gets the blank-image filler row (every rank runs the vision
+    tower); its score is dropped and the others' equal those of a plain pass."""
+    model, processor = tiny_qwen25
+    sample = synthetic_samples(1, seed=8)[0]
+    sample.images = []
+    sample.problem = "What is 2 + 2?"
+    text_only = build_prompt(sample)
+    seen = []
+    real = rj.judge_score
+    monkeypatch.setattr(rj, "judge_score", lambda m, p, prompts, *a, **k: seen.append(
+        [len(x.images) for x in prompts]) or real(m, p, prompts, *a, **k))
+    tpl = load_judge_template("", "pointwise")
+    synced = RewardJudge(model, processor, templates={"pointwise": tpl}, sync=lambda n: n)
+    plain = RewardJudge(model, processor, templates={"pointwise": tpl})
+    got, want = synced([text_only, text_only], ["4", "5"]), plain([text_only, text_only], ["4", "5"])
+    assert seen == [[0, 0, 1], [0, 0]]
+    assert got == pytest.approx(want, abs=1e-6)
