@@ -7,10 +7,11 @@ folder (`--model`; a builtin tiny model is first written to a folder with `save_
 
 With `--trl-python` (an interpreter that can import trl and spark_vl, e.g. a scratch virtualenv made with
 `python -m venv --system-site-packages /tmp/trl && /tmp/trl/bin/pip install trl==1.16.0`), the two run
-interleaved: `--rounds` rounds, each one spark-vl process then one TRL process of `--steps` steps; the first step
-of every process is warm-up and not counted. Prints per-phase medians for spark-vl, the step medians of both,
-completions per second and the ratio. `--before DIR` adds an earlier spark-vl checkout (`git worktree add DIR
-<commit>`), run from this script with `PYTHONPATH=DIR`, interleaved too: the before/after of a change.
+interleaved: `--rounds` rounds, each one spark-vl process and one TRL process of `--steps` steps (every other
+round in reverse order); the first step of every process is warm-up and not counted. Prints per-phase medians for
+spark-vl, the step medians of both, completions per second and the ratio, overall and per round. `--before DIR`
+adds an earlier spark-vl checkout (`git worktree add DIR <commit>`), run from this script with `PYTHONPATH=DIR`,
+interleaved too: the before/after of a change.
 
     python scripts/bench_step.py --steps 12 --rounds 3 --trl-python /tmp/trl/bin/python
     python scripts/bench_step.py --workload demo --before /tmp/before        # configs/demo_cpu.yaml as shipped
@@ -192,12 +193,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = save_model(args.model, Path(tmp) / "model")
         spark, other, before = [], [], []
-        for _ in range(args.rounds):
-            spark.append(spawn(sys.executable, "spark", model, args.steps, args.workload, args.set))
-            if trl:
-                other.append(spawn(trl, "trl", model, args.steps, args.workload, []))
-            if args.before:
-                before.append(spawn(sys.executable, "spark", model, args.steps, args.workload, args.set, args.before))
+        jobs = [(spark, lambda: spawn(sys.executable, "spark", model, args.steps, args.workload, args.set))]
+        if trl:
+            jobs.append((other, lambda: spawn(trl, "trl", model, args.steps, args.workload, [])))
+        if args.before:
+            jobs.append((before, lambda: spawn(sys.executable, "spark", model, args.steps, args.workload, args.set,
+                                               args.before)))
+        for i in range(args.rounds):  # every other round in reverse order: no framework always runs first
+            for results, job in jobs if i % 2 == 0 else jobs[::-1]:
+                results.append(job())
     if trl:
         version = subprocess.run([trl, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True)
     flat = lambda runs, key: [x for r in runs for x in r[key]]  # noqa: E731
