@@ -90,7 +90,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     zero3 = zero3_loading(cfg, plan, dtype)  # noqa: F841 (must stay alive while models load)
     model, processor = load_model(cfg.model, dist.device)
     source = PromptSource(cfg, processor)
-    val_prompts = held_out_prompts(cfg, processor)[dist.rank :: dist.world_size]
+    held_out = held_out_prompts(cfg, processor)  # every rank evaluates its share; the judge eval deals pairs
+    val_prompts = held_out[dist.rank :: dist.world_size]
     benchmarks = load_eval_benchmarks(cfg, dist.rank, dist.world_size)
     engine = build_engine(model, cfg, plan, dist, dtype)
     spark = SparkPhase(cfg, plan, dist) if cfg.spark.enabled else None
@@ -126,7 +127,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
 
     def run_eval() -> dict[str, float]:
         metrics = trainer.evaluate(val_prompts, benchmarks)
-        judge = spark.evaluate_judge(trainer.model, processor, val_prompts) if spark is not None else {}
+        judge = spark.evaluate_judge(trainer.model, processor, held_out) if spark is not None else {}
         return {**metrics, **judge}
 
     if state.step == 0:

@@ -24,6 +24,7 @@ from dataclasses import replace
 import torch
 
 from spark_vl.config import Config, Derived
+from spark_vl.models.encode import vision_filler_prompt
 from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle, verdict_separation
 from spark_vl.spark.aux_queue import plan_take
 from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum, share_of
@@ -119,6 +120,11 @@ class SparkPhase:
         with another row's gold for the same task (a wrong answer), scored by the model's own P(Yes); and the
         same two answers side by side in both orders, scored by its own P(A).
 
+        `prompts` is the whole held-out set, the same on every rank: the pairs are dealt over the ranks and their
+        scores gathered, so W ranks report what one process would (AUC included). Under ZeRO-3 on several ranks
+        every rank runs the same four forward passes: a rank without a pair scores one and drops it, and a pass
+        without an image gets the vision filler row (`vision_filler_prompt`).
+
         eval/judge_accuracy: share of the 2N pointwise judgments on the right side of 0.5 (chance 0.5);
         eval/judge_auc: probability that a correct answer gets a higher P(Yes) than a wrong one;
         eval/judge_pairwise_accuracy: share of the 2N pairwise judgments that prefer the gold (chance 0.5);
@@ -127,20 +133,27 @@ class SparkPhase:
         pairs = wrong_answers(prompts)
         if not pairs:
             return {}
-        shown = [p for p, _ in pairs]
-        golds, wrongs = [p.sample.answer for p in shown], [w for _, w in pairs]
-        right = judge_score(model, processor, shown, golds)
-        wrong = judge_score(model, processor, shown, wrongs)
-        gold_a = judge_score(model, processor, shown, list(zip(golds, wrongs)), "pairwise")
-        gold_b = judge_score(model, processor, shown, list(zip(wrongs, golds)), "pairwise")
+        mine = pairs[self.dist.rank :: self.dist.world_size]
+        lockstep = self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1
+        scored = mine or (pairs[:1] if lockstep else [])
+        shown = [p for p, _ in scored]
+        if lockstep and not any(p.images for p in shown):
+            shown.append(vision_filler_prompt())
+
+        def score(answers: list, form: str = "pointwise") -> list[float]:
+            filler = [("?", "?") if form == "pairwise" else "?"] * (len(shown) - len(answers))
+            return judge_score(model, processor, shown, answers + filler, form)[: len(mine)] if shown else []
+
+        golds, wrongs = [p.sample.answer for p, _ in scored], [w for _, w in scored]
+        local = list(zip(score(golds), score(wrongs), score(list(zip(golds, wrongs)), "pairwise"),
+                         score(list(zip(wrongs, golds)), "pairwise")))
+        right, wrong, gold_a, gold_b = map(list, zip(*[row for part in all_gather_objects(local) for row in part]))
         accuracy, auc = verdict_separation(right, wrong)
         n = float(len(pairs))
-        m = {"eval/judge_accuracy": accuracy, "eval/judge_auc": auc,
-             "eval/judge_p_yes_correct": sum(right) / n, "eval/judge_p_yes_wrong": sum(wrong) / n,
-             "eval/judge_pairwise_accuracy": verdict_separation(gold_a, gold_b)[0],
-             "eval/judge_pairwise_consistency": sum((a > 0.5) == (b < 0.5) for a, b in zip(gold_a, gold_b)) / n}
-        totals = all_reduce_sum([v * n for v in m.values()] + [n], self.dist.device)
-        return {k: totals[i] / totals[-1] for i, k in enumerate(m)}
+        return {"eval/judge_accuracy": accuracy, "eval/judge_auc": auc,
+                "eval/judge_p_yes_correct": sum(right) / n, "eval/judge_p_yes_wrong": sum(wrong) / n,
+                "eval/judge_pairwise_accuracy": verdict_separation(gold_a, gold_b)[0],
+                "eval/judge_pairwise_consistency": sum((a > 0.5) == (b < 0.5) for a, b in zip(gold_a, gold_b)) / n}
 
     def state_dict(self) -> dict:
         return {"queue": self.queue.state_dict(), "rng": self.rng.getstate(), "totals": dict(self.totals),

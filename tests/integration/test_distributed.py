@@ -85,6 +85,12 @@ def test_spark_two_ranks_build_and_train_what_one_process_does(tmp_path):
     built = lambda m: (m["spark/recycle/pointwise"] + m["spark/recycle/pairwise"],  # noqa: E731
                        m["spark/recycle/reflect_cot"] + m["spark/recycle/reflect_answer"])
     assert sum(m["spark/aux/judgments_trained"] for m in single[1:]) > 0
+    # The held-out judge evaluation deals its pairs over the ranks and gathers the scores, every rank running the
+    # same four passes: one process's metrics (the arithmetic of dealing and gathering is checked by hand in
+    # tests/unit/test_spark_loop_helpers.py; the random tiny model's P(Yes) is nearly constant here).
+    for key in ("eval/judge_accuracy", "eval/judge_auc", "eval/judge_pairwise_accuracy",
+                "eval/judge_pairwise_consistency", "eval/judge_p_yes_correct", "eval/judge_p_yes_wrong"):
+        assert double[0][key] == pytest.approx(single[0][key], abs=1e-5), key
     for a, b in zip(single[1:], double[1:], strict=True):
         assert built(a) == built(b), a["step"]
         for key in keys:

@@ -36,7 +36,6 @@ def test_evaluate_judge_metrics_by_hand(monkeypatch):
         return [0.8 if a == g else 0.6 for (a, _), g in zip(responses, golds, strict=True)]
 
     monkeypatch.setattr(spark_phase, "judge_score", fake)
-    monkeypatch.setattr(spark_phase, "all_reduce_sum", lambda values, device: values)
     ps = [prompt("a", "red", "color"), prompt("c", "green", "color"), prompt("d", "blue", "color")]
     # wrong answers: a -> green, c -> blue, d -> red
     cfg = Config()
@@ -46,4 +45,35 @@ def test_evaluate_judge_metrics_by_hand(monkeypatch):
     assert m["eval/judge_auc"] == 6 / 9  # every gold (0.9) beats both 0.2s and loses to 0.95
     assert m["eval/judge_p_yes_correct"] == 0.9 and abs(m["eval/judge_p_yes_wrong"] - 1.35 / 3) < 1e-12
     assert m["eval/judge_pairwise_accuracy"] == 0.5  # gold in A: 3 right; gold in B: P(A) 0.6 > 0.5, 3 wrong
+    assert m["eval/judge_pairwise_consistency"] == 0.0
+
+
+def test_evaluate_judge_deals_pairs_over_ranks_and_a_rank_without_one_joins_the_passes(monkeypatch):
+    """ZeRO-3 on 3 ranks, 2 pairs: rank 2 holds none, yet runs the four forward passes (every forward gathers the
+    parameters collectively) on the first pair plus the vision filler row (its prompts are text-only), drops
+    those scores, and reports the metrics of all ranks' gathered scores, as one process would."""
+    import types
+
+    from spark_vl.config import Config, derived
+    from spark_vl.trainer import spark_phase
+
+    calls = []
+
+    def fake(model, processor, prompts, responses, form="pointwise"):
+        calls.append(([len(p.images) for p in prompts], list(responses)))
+        return [0.5] * len(prompts)
+
+    monkeypatch.setattr(spark_phase, "judge_score", fake)
+    others = [[(0.9, 0.2, 0.8, 0.6)], [(0.7, 0.4, 0.3, 0.1)]]  # ranks 0 and 1: (right, wrong, gold in A, gold in B)
+    monkeypatch.setattr(spark_phase, "all_gather_objects", lambda local: [*others, local])
+    ps = [prompt("a", "red", "color"), prompt("c", "green", "color")]  # pairs: a -> green, c -> red
+    cfg = Config()
+    cfg.deepspeed.zero_stage = 3
+    phase = spark_phase.SparkPhase(cfg, derived(cfg), types.SimpleNamespace(rank=2, world_size=3, device="cpu"))
+    m = phase.evaluate_judge(None, None, ps)
+    assert [images for images, _ in calls] == [[0, 1]] * 4
+    assert calls[0][1] == ["red", "?"] and calls[2][1] == [("red", "green"), ("?", "?")]
+    assert m["eval/judge_accuracy"] == 1.0 and m["eval/judge_auc"] == 1.0
+    assert abs(m["eval/judge_p_yes_correct"] - 0.8) < 1e-12 and abs(m["eval/judge_p_yes_wrong"] - 0.3) < 1e-12
+    assert m["eval/judge_pairwise_accuracy"] == 0.5  # 0.8 and 0.1 on the right side, 0.3 and 0.6 not
     assert m["eval/judge_pairwise_consistency"] == 0.0
