@@ -72,15 +72,17 @@ class HFEngine:
             torch.manual_seed(sampling.seed)
         size = max(1, self.generation_batch_size)
         chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
-        for chunk in chunks:
+        # ZeRO-3: every forward pass is a collective (parameters are gathered per layer), so the ranks first agree on
+        # the number of calls, and a rank with fewer chunks (or none) joins the others' remaining calls with a
+        # one-token filler whose output is discarded.
+        calls = max_over_ranks(len(chunks), next(self.model.parameters()).device) if self.synced_gpus else len(chunks)
+        for i in range(calls):
+            if i >= len(chunks):
+                self._sample([EncodedPrompt([self.pad_id], [0], None, None)], replace(sampling, max_new_tokens=1))
+                continue
+            chunk = chunks[i]
             for prompt, rollout in zip(chunk, self._generate_chunk(chunk, [encode(p) for p in chunk], sampling)):
                 rollouts[id(prompt)].append(rollout)
-        if self.synced_gpus:
-            # ZeRO-3: every forward pass is a collective (parameters are gathered per layer), so a rank with fewer
-            # chunks joins the others' remaining calls with a one-token filler whose output is discarded.
-            for _ in range(max_over_ranks(len(chunks), next(self.model.parameters()).device) - len(chunks)):
-                filler = EncodedPrompt([self.pad_id], [0], None, None)
-                self._sample([filler], replace(sampling, max_new_tokens=1))
         return [RolloutGroup(prompt=p, rollouts=rollouts[id(p)]) for p in prompts]
 
     def _generate_chunk(self, prompts: list[Prompt], encoded: list[EncodedPrompt],

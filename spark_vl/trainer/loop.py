@@ -650,8 +650,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, prompts: list[Prompt], benchmarks: dict | None = None) -> dict[str, float]:
         results = self.evaluate_benchmarks(benchmarks) if benchmarks else {}
-        if not prompts:
+        if not prompts and self.dist.world_size == 1:
             return results
+        # On several ranks a rank without held-out prompts (fewer than ranks) still joins: the metric reduction is
+        # a collective, and so is every forward pass under ZeRO-3 (the engine runs fillers).
         t = self.cfg.trainer
         sampling = self.sampling(greedy=True, max_new_tokens=t.eval_max_new_tokens)
         groups = self.rollout(prompts, 1, Means(), "eval/", sampling=sampling)

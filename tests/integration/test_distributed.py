@@ -102,7 +102,9 @@ def test_zero3_ranks_with_and_without_images_in_one_step(tmp_path):
     """ZeRO-3 gathers a module's parameters collectively when it runs, so a rank whose batch has no image must still
     run the vision tower when another rank's batch has one (`vision_filler`; before it, this run hung in step 1's
     rollout). A 50/50 mixture of image and text-only rows gives rank 0 an image prompt and rank 1 two text-only
-    prompts in step 1; the 2-rank run finishes and matches 1 process."""
+    prompts in step 1, and a single held-out prompt leaves rank 1 without one in the evaluations (the ranks now
+    agree on the number of generate calls before the first; that hung too); the 2-rank run finishes and matches
+    1 process."""
     from spark_vl.config import load_config
     from spark_vl.models.tiny import build_tiny
     from spark_vl.trainer.data import PromptSource
@@ -111,7 +113,7 @@ def test_zero3_ranks_with_and_without_images_in_one_step(tmp_path):
     data.write_text("".join(json.dumps({"id": f"t{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
                             for i in range(16)))
     args = ("deepspeed.zero_stage=3", "algorithm.kl_coef=0.01", f"data.train=[builtin:synthetic,{data}]",
-            "data.train_weights=[0.5,0.5]")
+            "data.train_weights=[0.5,0.5]", "data.val_size=1")  # and rank 1 holds no held-out prompt
     source = PromptSource(load_config("configs/demo_cpu.yaml", [*COMMON, *args, f"trainer.output_dir={tmp_path}"]),
                           build_tiny("tiny-qwen2.5-vl")[1])
     step1 = source.next_prompts(4)
@@ -122,3 +124,5 @@ def test_zero3_ranks_with_and_without_images_in_one_step(tmp_path):
         a, b = single[step], double[step]
         for key in ("loss/sft", "loss/policy", "actor/grad_norm", "actor/kl", "reward/mean", "response/length_mean"):
             assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), (step, key, a[key], b[key])
+    for step in (0, 2):
+        assert double[step]["eval/length"] == single[step]["eval/length"], step
