@@ -388,9 +388,11 @@ class Trainer:
         return chunks
 
     def collate(self, seqs: list[Sequence]) -> TrainBatch:
-        """One micro-batch on the device, with every prompt's M-RoPE positions (computed once per prompt). Under
-        `lockstep` a micro-batch without images gets a last row with one (`vision_filler`): no loss, no metric."""
-        if self.lockstep and all(s.prompt.pixel_values is None for s in seqs):
+        """One micro-batch on the device, with every prompt's M-RoPE positions (computed once per prompt). On several
+        ranks a micro-batch without images gets a last row with one (`vision_filler`; no loss, no metric): ZeRO-3
+        gathers parameters per module call, and ZeRO-1/2 reduce gradients in buckets filled in the backward's order,
+        so every rank's forward and backward must run the vision tower when any rank's does."""
+        if self.dist.world_size > 1 and all(s.prompt.pixel_values is None for s in seqs):
             seqs = [*seqs, Sequence(vision_filler(self.processor), [], old_logprobs=[], ref_logprobs=[])]
         for s in seqs:
             attach_positions(self.model, s.prompt)
