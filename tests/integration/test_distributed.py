@@ -128,3 +128,19 @@ def test_ranks_with_and_without_images_in_one_step(tmp_path, stage):
             assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), (step, key, a[key], b[key])
     for step in (0, 2):
         assert double[step]["eval/length"] == single[step]["eval/length"], step
+
+
+@pytest.mark.slow
+def test_zero3_spo_first_visit_probes_on_uneven_ranks(tmp_path):
+    """SPO's first-visit probes under ZeRO-3: in step 4 of this run one rank has an unseen prompt and the other none.
+    The rank without one must still join the prober's forward passes (the ranks agree on the number of generate
+    calls before the first; before that, this run hung in step 4); the 2-rank run matches 1 process."""
+    args = ("deepspeed.zero_stage=3", "algorithm.advantage=spo", "algorithm.spo_init_samples=2",
+            "data.synthetic_size=16", "data.val_size=2", "algorithm.sft_prompts_per_step=0", "trainer.rollout_steps=6")
+    single, double = run(tmp_path, 1, *args), run(tmp_path, 2, *args)
+    assert [m["step"] for m in double] == list(range(7))
+    probes = [m.get("spo/init_rollout/responses") for m in single[1:]]
+    assert 2.0 in probes  # one unseen prompt (2 samples) in a step: on one rank only
+    for a, b in zip(single[1:], double[1:], strict=True):
+        for key in ("spo/init_rollout/responses", "loss/policy", "reward/mean"):
+            assert b.get(key) == pytest.approx(a.get(key), rel=1e-3, abs=1e-6), (a["step"], key)
