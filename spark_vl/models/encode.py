@@ -76,23 +76,20 @@ class PromptEncoder:
 _FILLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # processor -> its encoded vision filler
 
 
-def vision_filler_prompt() -> Prompt:
-    """A one-word prompt with one small blank image (the processor scales it up to its smallest size). ZeRO-3 on
-    several ranks gathers each module's parameters collectively when it runs, so every rank must run the same
-    modules in the same order: a forward pass whose batch has no image on this rank (text-only rows, a filler)
-    gets this row added, and the vision tower runs on every rank. Its outputs are never used; in the update it
-    carries no loss (no response tokens) but stays in the graph, so the vision tower's backward (zero gradients)
-    runs on every rank too."""
-    from PIL import Image
-
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
-    return Prompt("vision-filler", messages, [Image.new("RGB", (28, 28))], Sample("vision-filler", "<image>.", ""))
-
-
 def vision_filler(processor) -> EncodedPrompt:
-    """`vision_filler_prompt`, encoded once per processor."""
+    """A one-word prompt with one small blank image (the processor scales it up to its smallest size), encoded once
+    per processor. On several ranks every rank must run the vision tower whenever one does (ZeRO-3 gathers each
+    module's parameters collectively when it runs; ZeRO-1/2 reduce gradients in buckets filled in the backward's
+    order): a batch without any image on this rank (text-only rows, a filler) gets this row added. Its outputs are
+    never used; in the update it carries no loss (no response tokens) but stays in the graph, so the vision tower's
+    backward (zero gradients) runs on every rank too."""
     if processor not in _FILLERS:
-        _FILLERS[processor] = encode_prompt(vision_filler_prompt(), processor)
+        from PIL import Image
+
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
+        prompt = Prompt("vision-filler", messages, [Image.new("RGB", (28, 28))],
+                        Sample("vision-filler", "<image>.", ""))
+        _FILLERS[processor] = encode_prompt(prompt, processor)
     return _FILLERS[processor]
 
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from spark_vl.models.encode import encode_prompt, pad_prompts, render
+from spark_vl.models.encode import encode_prompt, pad_prompts, render, vision_filler
 from spark_vl.spark.templates import Template, load_templates, make_aux_prompt
 from spark_vl.types import Prompt
 
@@ -119,6 +119,7 @@ def judge_score(
     templates_root: str | None = None,
     prefix: str = "\\boxed{",
     batch_size: int | None = None,
+    lockstep: bool = False,
 ) -> list[float]:
     """Probability of the positive verdict (Yes / A), softmax over the two verdict tokens, one forward pass.
 
@@ -134,6 +135,8 @@ def judge_score(
             `Template` (e.g. `load_judge_template(...)`).
         prefix: the pre-filled start of the assistant turn; the verdict token follows it.
         batch_size: rows per forward pass (None = all prompts in one pass).
+        lockstep: ZeRO-3 on several ranks: a pass whose rows have no image gets the `vision_filler` row, so the
+            vision tower runs on every rank; its logits are dropped.
     """
     if not prompts:
         return []
@@ -145,7 +148,7 @@ def judge_score(
     model.eval()
     try:
         for start in range(0, len(rows), size):
-            scores += _score_rows(model, processor, rows[start : start + size])
+            scores += _score_rows(model, processor, rows[start : start + size], lockstep)
     finally:
         model.train(was_training)
     return scores
@@ -162,24 +165,28 @@ def verdict_rows(processor, judge: list[Prompt], form: str = "pointwise", prefix
     return rows
 
 
-def _score_rows(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> list[float]:
-    return torch.softmax(verdict_logits(model, processor, rows), dim=1)[:, 0].tolist()
+def _score_rows(model, processor, rows: list[tuple[Prompt, str, int, int, int]], lockstep: bool) -> list[float]:
+    return torch.softmax(verdict_logits(model, processor, rows, lockstep), dim=1)[:, 0].tolist()
 
 
-def verdict_logits(model, processor, rows: list[tuple[Prompt, str, int, int, int]]) -> torch.Tensor:
+def verdict_logits(model, processor, rows: list[tuple[Prompt, str, int, int, int]],
+                   lockstep: bool = False) -> torch.Tensor:
     """[B, 2] logits of the (positive, negative) verdict tokens: the per-row encodings (each cut before its verdict
-    token) left-padded into one forward pass. Differentiable: no grad mode is set here."""
+    token) left-padded into one forward pass (with `lockstep`, plus the `vision_filler` row when no row has an
+    image). Differentiable: no grad mode is set here."""
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     encoded = []
     for prompt, text, drop, _, _ in rows:
         enc = encode_prompt(prompt, processor, text=text)
         encoded.append(enc.truncated(len(enc.input_ids) - drop))
+    if lockstep and all(e.pixel_values is None for e in encoded):
+        encoded.append(vision_filler(processor))
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in pad_prompts(encoded, pad_id, side="left").items()}
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
-    logits_BV = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+    logits_BV = model(**inputs, logits_to_keep=1).logits[: len(rows), -1, :].float()
     pos = torch.tensor([r[3] for r in rows], device=logits_BV.device)
     neg = torch.tensor([r[4] for r in rows], device=logits_BV.device)
     return torch.stack([logits_BV.gather(1, pos[:, None])[:, 0], logits_BV.gather(1, neg[:, None])[:, 0]], dim=1)

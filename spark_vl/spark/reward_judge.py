@@ -23,7 +23,6 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 
-from spark_vl.models.encode import vision_filler_prompt
 from spark_vl.spark.judge import judge_score
 from spark_vl.spark.templates import Template, load_judge_template
 from spark_vl.types import Prompt
@@ -129,11 +128,5 @@ class RewardJudge:
         return out
 
     def _forward(self, form: str, chunk: list[tuple[Prompt, object]]) -> list[float]:
-        if self.sync is not None and not any(p.images for p, _ in chunk):  # ZeRO-3: see `vision_filler_prompt`
-            filler = (vision_filler_prompt(), ("?", "?") if form == "reference" else "?")
-            return self._forward_rows(form, [*chunk, filler])[: len(chunk)]
-        return self._forward_rows(form, chunk)
-
-    def _forward_rows(self, form: str, chunk: list[tuple[Prompt, object]]) -> list[float]:
         return judge_score(self.model, self.processor, [p for p, _ in chunk], [r for _, r in chunk], form,
-                           template=self.templates.get(form))
+                           template=self.templates.get(form), lockstep=self.sync is not None)

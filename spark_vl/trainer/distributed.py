@@ -200,6 +200,12 @@ def _frozen(ref, cfg: Config, derived: Derived, dtype: torch.dtype):
     return ref
 
 
+def lockstep(cfg: Config, dist: DistInfo) -> bool:
+    """ZeRO-3 on several ranks: every forward pass gathers parameters collectively, so all ranks must run the same
+    number of forwards through the same modules."""
+    return cfg.deepspeed.zero_stage == 3 and dist.world_size > 1
+
+
 def all_gather_objects(value) -> list:
     """`value` from every rank, in rank order (picklable values; a plain process gets [value])."""
     if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:

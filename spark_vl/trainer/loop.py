@@ -51,6 +51,7 @@ from spark_vl.trainer.distributed import (
     build_judge,
     grad_norm,
     init_distributed,
+    lockstep,
     share_of,
     zero3_loading,
     zero_loss,
@@ -98,7 +99,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     from_initial = spark is not None and cfg.spark.recycle_from == "initial"
     # One frozen copy of the initial weights serves as the KL reference and as SPARK's `recycle_from: initial`.
     frozen = build_frozen_copy(cfg, plan, dist, dtype) if cfg.algorithm.kl_coef > 0 or from_initial else None
-    synced = cfg.deepspeed.zero_stage == 3 and dist.world_size > 1
+    synced = lockstep(cfg, dist)
     # RewardDance: P(Yes) rewards from a separate frozen judge checkpoint (reward.judge_model), else the policy's own.
     judge, judge_processor = build_judge(cfg, plan, dist, dtype) if cfg.reward.judge_model else (None, None)
     reward_judge = make_reward_judge(cfg.reward, judge or engine.module, judge_processor or processor,
@@ -369,9 +370,8 @@ class Trainer:
 
     @property
     def lockstep(self) -> bool:
-        """ZeRO-3 on several ranks: every forward pass gathers parameters collectively, so all ranks must run the
-        same number of forwards through the same modules."""
-        return self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1
+        """See `distributed.lockstep`."""
+        return lockstep(self.cfg, self.dist)
 
     def filler(self) -> Sequence:
         """A sequence that runs a forward pass and contributes nothing: a real prompt of this run (so the vision

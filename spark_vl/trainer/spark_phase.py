@@ -24,10 +24,9 @@ from dataclasses import replace
 import torch
 
 from spark_vl.config import Config, Derived
-from spark_vl.models.encode import vision_filler_prompt
 from spark_vl.spark import AuxQueue, judge_metrics, judge_score, recycle, verdict_separation
 from spark_vl.spark.aux_queue import plan_take
-from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum, share_of
+from spark_vl.trainer.distributed import DistInfo, all_gather_objects, all_reduce_sum, lockstep, share_of
 from spark_vl.trainer.metrics import Means
 from spark_vl.types import Prompt, RolloutGroup
 
@@ -123,7 +122,7 @@ class SparkPhase:
         `prompts` is the whole held-out set, the same on every rank: the pairs are dealt over the ranks and their
         scores gathered, so W ranks report what one process would (AUC included). Under ZeRO-3 on several ranks
         every rank runs the same four forward passes: a rank without a pair scores one and drops it, and a pass
-        without an image gets the vision filler row (`vision_filler_prompt`).
+        without an image gets the vision filler row (`judge_score(lockstep=True)`).
 
         eval/judge_accuracy: share of the 2N pointwise judgments on the right side of 0.5 (chance 0.5);
         eval/judge_auc: probability that a correct answer gets a higher P(Yes) than a wrong one;
@@ -134,15 +133,12 @@ class SparkPhase:
         if not pairs:
             return {}
         mine = pairs[self.dist.rank :: self.dist.world_size]
-        lockstep = self.cfg.deepspeed.zero_stage == 3 and self.dist.world_size > 1
-        scored = mine or (pairs[:1] if lockstep else [])
+        synced = lockstep(self.cfg, self.dist)
+        scored = mine or (pairs[:1] if synced else [])
         shown = [p for p, _ in scored]
-        if lockstep and not any(p.images for p in shown):
-            shown.append(vision_filler_prompt())
 
         def score(answers: list, form: str = "pointwise") -> list[float]:
-            filler = [("?", "?") if form == "pairwise" else "?"] * (len(shown) - len(answers))
-            return judge_score(model, processor, shown, answers + filler, form)[: len(mine)] if shown else []
+            return judge_score(model, processor, shown, answers, form, lockstep=synced)[: len(mine)] if shown else []
 
         golds, wrongs = [p.sample.answer for p, _ in scored], [w for _, w in scored]
         local = list(zip(score(golds), score(wrongs), score(list(zip(golds, wrongs)), "pairwise"),

@@ -148,10 +148,12 @@ def test_lockstep_judges_text_only_rows_with_a_vision_filler_row(tiny_qwen25, mo
     sample.images = []
     sample.problem = "What is 2 + 2?"
     text_only = build_prompt(sample)
+    from spark_vl.spark import judge as judge_module
+
     seen = []
-    real = rj.judge_score
-    monkeypatch.setattr(rj, "judge_score", lambda m, p, prompts, *a, **k: seen.append(
-        [len(x.images) for x in prompts]) or real(m, p, prompts, *a, **k))
+    real = judge_module.pad_prompts
+    monkeypatch.setattr(judge_module, "pad_prompts", lambda rows, *a, **k: seen.append(
+        [int(r.pixel_values is not None) for r in rows]) or real(rows, *a, **k))
     tpl = load_judge_template("", "pointwise")
     synced = RewardJudge(model, processor, templates={"pointwise": tpl}, sync=lambda n: n)
     plain = RewardJudge(model, processor, templates={"pointwise": tpl})

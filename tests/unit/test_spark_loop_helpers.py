@@ -29,7 +29,7 @@ def test_evaluate_judge_metrics_by_hand(monkeypatch):
     from spark_vl.config import Config, derived
     from spark_vl.trainer import spark_phase
 
-    def fake(model, processor, prompts, responses, form="pointwise"):
+    def fake(model, processor, prompts, responses, form="pointwise", lockstep=False):
         golds = [p.sample.answer for p in prompts]
         if form == "pointwise":
             return [0.9 if r == g else 0.95 if r == "blue" else 0.2 for r, g in zip(responses, golds, strict=True)]
@@ -50,7 +50,7 @@ def test_evaluate_judge_metrics_by_hand(monkeypatch):
 
 def test_evaluate_judge_deals_pairs_over_ranks_and_a_rank_without_one_joins_the_passes(monkeypatch):
     """ZeRO-3 on 3 ranks, 2 pairs: rank 2 holds none, yet runs the four forward passes (every forward gathers the
-    parameters collectively) on the first pair plus the vision filler row (its prompts are text-only), drops
+    parameters collectively) on the first pair, in lockstep (a text-only pass gets the vision filler row), drops
     those scores, and reports the metrics of all ranks' gathered scores, as one process would."""
     import types
 
@@ -59,8 +59,8 @@ def test_evaluate_judge_deals_pairs_over_ranks_and_a_rank_without_one_joins_the_
 
     calls = []
 
-    def fake(model, processor, prompts, responses, form="pointwise"):
-        calls.append(([len(p.images) for p in prompts], list(responses)))
+    def fake(model, processor, prompts, responses, form="pointwise", lockstep=False):
+        calls.append(([p.sample.uid for p in prompts], list(responses), lockstep))
         return [0.5] * len(prompts)
 
     monkeypatch.setattr(spark_phase, "judge_score", fake)
@@ -71,8 +71,9 @@ def test_evaluate_judge_deals_pairs_over_ranks_and_a_rank_without_one_joins_the_
     cfg.deepspeed.zero_stage = 3
     phase = spark_phase.SparkPhase(cfg, derived(cfg), types.SimpleNamespace(rank=2, world_size=3, device="cpu"))
     m = phase.evaluate_judge(None, None, ps)
-    assert [images for images, _ in calls] == [[0, 1]] * 4
-    assert calls[0][1] == ["red", "?"] and calls[2][1] == [("red", "green"), ("?", "?")]
+    # the first pair, with the vision filler row for its text-only prompt (`judge_score(lockstep=True)`)
+    assert [(uids, lockstep) for uids, _, lockstep in calls] == [(["a"], True)] * 4
+    assert calls[0][1] == ["red"] and calls[2][1] == [("red", "green")]
     assert m["eval/judge_accuracy"] == 1.0 and m["eval/judge_auc"] == 1.0
     assert abs(m["eval/judge_p_yes_correct"] - 0.8) < 1e-12 and abs(m["eval/judge_p_yes_wrong"] - 0.3) < 1e-12
     assert m["eval/judge_pairwise_accuracy"] == 0.5  # 0.8 and 0.1 on the right side, 0.3 and 0.6 not
