@@ -4,7 +4,8 @@ Each prompt is encoded once (`spark_vl.models.encode`) and prefilled once: its n
 copied to every row (`reorder_cache`), so the vision tower and the prompt run once per prompt, not n times. Then
 one forward pass per new token on the whole chunk (`generation_batch_size` rows), sampled exactly as
 `transformers.generate` samples (the same logits processors in the same order, `torch.multinomial` on the
-softmax: the same tokens for the same seed, a test checks it), without its per-step bookkeeping. The log-prob of
+softmax: the same tokens for the same seed, a test checks it), without its per-step bookkeeping; the KV cache has
+room for every new token from the start (`RoomyLayer`: written in place, not concatenated each step). The log-prob of
 every sampled token is read from the final (warped) scores, so the recorded behaviour log-probs are the
 distribution each token was drawn from. M-RoPE positions are computed once per prompt (`attach_positions`, the
 model's own `get_rope_index`) and passed to the prefill; a new token continues at the prompt's largest position + 1.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from transformers.cache_utils import DynamicLayer
 from transformers.generation.logits_process import (
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
@@ -145,7 +147,9 @@ class HFEngine:
         position = torch.tensor([int(e.positions.max()) + 1 for e in unique], device=device).index_select(0, rows)
         # prompt + sampled ids, kept only for the repetition penalty
         history = enc["input_ids"].index_select(0, rows) if sampling.repetition_penalty != 1.0 else None
-        mask = enc["attention_mask"].index_select(0, rows).bool()
+        # the rows' attention masks with room for every new token (a step reads the first prompt_cols + fed + 1)
+        mask = torch.cat([enc["attention_mask"].index_select(0, rows).bool(),
+                          torch.ones(B, sampling.max_new_tokens, dtype=torch.bool, device=device)], dim=1)
         last = enc["input_ids"][:, -1:].index_select(0, rows)  # the newest token of each row (prompts: left-padded)
         stop_ids = torch.tensor(self.stop_ids, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -157,12 +161,14 @@ class HFEngine:
         # cost ~0.4 ms per step on a small model); a model without `model.language_model` gets the full forward.
         decoder = getattr(self.model.model, "language_model", None)
         kv = cache_arg(decoder if decoder is not None else self.model)
+        fed = 0  # new tokens in the cache (a rank that finished early under ZeRO-3 feeds on with the others)
         was_training = self.model.training
         self.model.eval()
         try:
             out = self.model(**enc, use_cache=True, logits_to_keep=1)
             cache = model_cache(out)
             cache.reorder_cache(rows)  # every row gets its prompt's keys and values
+            make_room(cache, sampling.max_new_tokens)
             logits = out.logits[:, -1].index_select(0, rows)
             while True:
                 if len(sampled) < sampling.max_new_tokens and not bool(done.all()):
@@ -187,16 +193,15 @@ class HFEngine:
                     finished = max_over_ranks(int(not finished), device) == 0
                 if finished:
                     break
-                fed = mask.shape[1] - prompt_cols  # new tokens already in the cache
-                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
                 # A [B, 1, 1, L] boolean mask (the one query sees every real key) skips transformers' per-step mask
                 # construction.
-                step = {"input_ids": last, "attention_mask": mask[:, None, None, :],
+                step = {"input_ids": last, "attention_mask": mask[:, None, None, : prompt_cols + fed + 1],
                         "position_ids": (position + fed).view(1, B, 1).expand(3, B, 1), kv: cache, "use_cache": True}
                 if decoder is not None:
                     logits = self.model.lm_head(decoder(**step).last_hidden_state[:, -1])
                 else:
                     logits = self.model(**step, logits_to_keep=1).logits[:, -1]
+                fed += 1
         finally:
             self.model.train(was_training)
         stopped = lengths >= 0
@@ -218,6 +223,47 @@ class HFEngine:
             text = tok.decode(tail[b])
             hit[b] = any(s in text for s in stops)
         return hit
+
+
+class RoomyLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values are views of buffers with room for more tokens: `update` writes the
+    new ones in place where `DynamicLayer` concatenates (a new, longer tensor per layer and step). The views hold the
+    same values with the same shapes, so attention computes the same numbers (the sampler tests compare with
+    `generate`, which concatenates)."""
+
+    def __init__(self, layer: DynamicLayer, room: int):
+        super().__init__()
+        self.device, self.is_initialized = layer.device, True
+        B, H, length, _ = layer.keys.shape
+        self.buffers = []
+        for t in (layer.keys, layer.values):
+            buf = t.new_empty(B, H, length + room, t.shape[-1])
+            buf[:, :, :length] = t
+            self.buffers.append(buf)
+        self._view(length)
+
+    def _view(self, length: int) -> None:
+        self.keys, self.values = (buf[:, :, :length] for buf in self.buffers)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        start, end = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
+        if end > self.buffers[0].shape[-2]:
+            raise RuntimeError(f"KV cache room exhausted: {end} positions, room for {self.buffers[0].shape[-2]}")
+        self.buffers[0][:, :, start:end] = key_states
+        self.buffers[1][:, :, start:end] = value_states
+        self._view(end)
+        return self.keys, self.values
+
+
+def make_room(cache, room: int) -> None:
+    """Give every plain dynamic layer of a prefilled `cache` room for `room` more tokens (`RoomyLayer`); other
+    layer kinds (sliding windows, caches without layers) keep growing their own way."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.dim() == 4:
+            layers[i] = RoomyLayer(layer, room)
 
 
 def cache_arg(model) -> str:

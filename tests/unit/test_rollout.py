@@ -7,7 +7,7 @@ from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.models.encode import encode_prompt
 from spark_vl.rollout import make_engine
-from spark_vl.rollout.hf import vision_token_ids
+from spark_vl.rollout.hf import RoomyLayer, make_room, vision_token_ids
 from spark_vl.trainer.batch import Sequence, collate, response_values
 from spark_vl.types import SamplingParams
 
@@ -94,9 +94,9 @@ def test_temperature_topk_topp_and_stop_strings(tiny_qwen25):
         assert r.finish_reason == "stop" and len(r.token_ids) <= len(greedy.token_ids)
 
 
-def _generate_reference(model, engine, rows, sampling, stop_ids):
+def _generate_reference(model, engine, rows, sampling, stop_ids, with_logprobs=False):
     """transformers.generate on the same left-padded rows, with the same processors: the tokens our sampler must
-    reproduce for the same seed."""
+    reproduce for the same seed (and, `with_logprobs`, each token's log-prob under generate's processed scores)."""
     from spark_vl.models.encode import pad_prompts
 
     enc = pad_prompts(rows, engine.pad_id, side="left")
@@ -104,8 +104,13 @@ def _generate_reference(model, engine, rows, sampling, stop_ids):
         out = model.generate(**enc, do_sample=not sampling.greedy, max_new_tokens=sampling.max_new_tokens,
                              temperature=sampling.temperature or 1.0, top_k=sampling.top_k or None,
                              top_p=sampling.top_p, eos_token_id=stop_ids, pad_token_id=engine.pad_id,
-                             suppress_tokens=engine.suppress_ids, repetition_penalty=sampling.repetition_penalty)
-    return out[:, enc["input_ids"].shape[1]:].tolist()
+                             suppress_tokens=engine.suppress_ids, repetition_penalty=sampling.repetition_penalty,
+                             output_scores=True, return_dict_in_generate=True)
+    tokens = out.sequences[:, enc["input_ids"].shape[1]:]
+    if not with_logprobs:
+        return tokens.tolist()
+    logp = torch.stack([torch.log_softmax(s, dim=-1) for s in out.scores], dim=1)
+    return tokens.tolist(), logp.gather(2, tokens.unsqueeze(2)).squeeze(2).tolist()
 
 
 @pytest.mark.parametrize("sampling", [
@@ -114,8 +119,9 @@ def _generate_reference(model, engine, rows, sampling, stop_ids):
     SamplingParams(temperature=0.0, max_new_tokens=16),
 ], ids=["plain", "warped", "greedy"])
 def test_sampler_draws_exactly_what_transformers_generate_draws(tiny_model, sampling):
-    """Same seed, same tokens as transformers.generate, with prompts prefilled once and shared by their rows; a
-    frequent token made a stop token ends rows early (kept, then padding), as generate does."""
+    """Same seed, same tokens as transformers.generate, with prompts prefilled once and shared by their rows, and
+    bitwise the same log-probs (so the decode loop's own KV cache and masks compute what generate's do); a frequent
+    token made a stop token ends rows early (kept, then padding), as generate does."""
     model, processor = tiny_model
     engine = make_engine(RolloutConfig(), model, processor)
     encoded = [encode_prompt(p, processor) for p in prompts(3)]
@@ -128,12 +134,33 @@ def test_sampler_draws_exactly_what_transformers_generate_draws(tiny_model, samp
         torch.manual_seed(3)
         tokens, logprobs, stopped = engine._sample(rows, sampling)
         torch.manual_seed(3)
-        reference = _generate_reference(model, engine, rows, sampling, stops)
-        for ours, theirs, lp, stop in zip(tokens, reference, logprobs, stopped):
-            assert ours == theirs[: len(ours)] and len(lp) == len(ours)
+        reference, reference_logp = _generate_reference(model, engine, rows, sampling, stops, with_logprobs=True)
+        for ours, theirs, lp, their_lp, stop in zip(tokens, reference, logprobs, reference_logp, stopped):
+            assert ours == theirs[: len(ours)] and lp == their_lp[: len(ours)]
             assert stop == (ours[-1] in stops)
             assert all(t == engine.pad_id for t in theirs[len(ours):])  # generate pads a stopped row
     assert any(stopped)  # the frequent token did stop some rows
+
+
+def test_roomy_cache_layer_writes_in_place_and_returns_what_concatenation_would():
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    torch.manual_seed(0)
+    plain, cache = DynamicLayer(), DynamicCache()
+    first = (torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4))
+    plain.update(*first)
+    cache.update(*first, layer_idx=0)
+    make_room(cache, 2)
+    roomy = cache.layers[0]
+    assert isinstance(roomy, RoomyLayer)
+    storage = roomy.keys.data_ptr()
+    for _ in range(2):
+        new = (torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+        expected, got = plain.update(*new), cache.update(*new, layer_idx=0)
+        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+        assert roomy.keys.data_ptr() == storage and cache.get_seq_length() == plain.get_seq_length()
+    with pytest.raises(RuntimeError, match="room exhausted: 8 positions, room for 7"):
+        cache.update(*new, layer_idx=0)
 
 
 def test_text_only_prompts_of_different_lengths_match_generate(tiny_qwen25):
