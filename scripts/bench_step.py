@@ -64,7 +64,17 @@ def save_model(model: str, folder: Path) -> str:
 def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str]) -> None:
     from spark_vl.config import load_config
     from spark_vl.trainer.loop import train
+    from spark_vl.trainer.metrics import MetricsLogger
 
+    ends: list[float] = []  # when each training step's row was logged: the end of its whole cycle
+    log = MetricsLogger.log
+
+    def timed_log(self, step, metrics):
+        log(self, step, metrics)
+        if step >= 1:
+            ends.append(time.perf_counter())
+
+    MetricsLogger.log = timed_log
     config, overrides = WORKLOADS[workload]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(ROOT / config, [
@@ -75,7 +85,8 @@ def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str]
         rows = [json.loads(line) for line in (train(cfg) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["step"] > 1]  # step 0 is the evaluation row, step 1 the warm-up
     out.write_text(json.dumps({
-        "step": [r["time/step"] for r in rows],
+        "step": [b - a for a, b in zip(ends, ends[1:])],  # end to end: sampling prompts to logging, all included
+        "inside": [r["time/step"] for r in rows],
         "phases": {p: [r[f"time/{p}"] for r in rows if f"time/{p}" in r]
                    for p in ("rollout", "reward", "logprobs", "update", "aux/rollout", "aux/reward", "aux/logprobs",
                              "aux/update")},
@@ -105,15 +116,16 @@ def run_trl(model: str, steps: int, out: Path) -> None:
         return [score(c[0]["content"] if isinstance(c, list) else c, samples[u], reward_cfg).overall
                 for c, u in zip(completions, uid)]
 
-    class Clock(TrainerCallback):
+    class Clock(TrainerCallback):  # both clocks: inside the step (begin to end) and end to end (whole cycle)
         def __init__(self):
-            self.times, self.t0 = [], 0.0
+            self.inside, self.ends, self.t0 = [], [], 0.0
 
         def on_step_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            self.times.append(time.perf_counter() - self.t0)
+            self.ends.append(time.perf_counter())
+            self.inside.append(self.ends[-1] - self.t0)
 
     # TRL's own phases, timed around its methods: generation, rewards, the no-grad reference pass (the old-log-prob
     # pass is skipped on-policy, as in spark-vl), and the update (loss forward + backward + optimizer step).
@@ -146,7 +158,8 @@ def run_trl(model: str, steps: int, out: Path) -> None:
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, callbacks=[clock])
         trainer.train()
         lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    out.write_text(json.dumps({"step": clock.times[1:], "length": lengths[1:],
+    out.write_text(json.dumps({"step": [b - a for a, b in zip(clock.ends, clock.ends[1:])],
+                               "inside": clock.inside[1:], "length": lengths[1:],
                                "phases": {k: v[1:] for k, v in phases.items()}}))
 
 
@@ -231,7 +244,9 @@ def main() -> None:
             f"{k} {med([x for r in other for x in r['phases'][k]]):.3f}" for k in other[0]["phases"]) +
             f", rest (loss forward, backward, optimizer, bookkeeping) "
             f"{t - sum(med([x for r in other for x in r['phases'][k]]) for k in other[0]['phases']):.3f}")
-        print(f"spark-vl / TRL completions per second: {t / s:.2f}x")
+        print(f"spark-vl / TRL completions per second: {t / s:.2f}x (steps timed end to end; inside the step alone, "
+              f"without fetching data and logging: spark-vl {med(flat(spark, 'inside')):.3f}, "
+              f"TRL {med(flat(other, 'inside')):.3f} s)")
         # Each round's pair ran back to back: its ratio is the least disturbed by the machine's drift.
         rounds = [med(o["step"]) / med(r["step"]) for r, o in zip(spark, other)]
         print("per round: " + ", ".join(f"{x:.2f}x" for x in rounds))
