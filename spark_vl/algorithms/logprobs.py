@@ -1,8 +1,8 @@
 """Per-token log-probs (and entropy) of VLM inputs without materialising [B, T, V] logits.
 
 The model's trunk gives hidden states [B, T, H]; the LM head is applied to a chunk of positions at a
-time and each chunk is wrapped in activation checkpointing, so forward *and* backward hold one
-[B, chunk, V] block of logits at a time (vocabulary 151,646 x 4,096 positions would otherwise be
+time and each chunk is wrapped in activation checkpointing (when there is more than one), so forward *and*
+backward hold one [B, chunk, V] block of logits at a time (vocabulary 151,646 x 4,096 positions would otherwise be
 ~2.5 GB per sequence in fp32). The chunk length is chosen so a block holds at most `max_chunk_elements`
 logits (default 2^25: 128 MB in fp32). log p(y) = logit_y - logsumexp(logits); entropy = logsumexp - sum p * logit.
 """
@@ -70,10 +70,11 @@ def chunked_logprobs(
         vocab = vocab_size or getattr(head, "out_features", None) or 151_936
         chunk_size = chunk_length(hidden_BTH.shape[0], vocab)
     logps, entropies = [], []
-    use_ckpt = torch.is_grad_enabled() and hidden_BTH.requires_grad
     chunks = -(-hidden_BTH.shape[1] // chunk_size)
     if sync_chunks is not None:
         chunks = sync_chunks(chunks)
+    # A single block is held once either way: checkpointing it would only run the head twice (same numbers).
+    use_ckpt = torch.is_grad_enabled() and hidden_BTH.requires_grad and chunks > 1
     for start in range(0, chunks * chunk_size, chunk_size):
         h = hidden_BTH[:, start : start + chunk_size]
         y = targets_BT[:, start : start + chunk_size]

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from spark_vl.algorithms.logprobs import chunked_logprobs, naive_logprobs, sequence_logprobs
 from spark_vl.data.prompts import build_prompt
@@ -23,6 +24,31 @@ def test_chunked_equals_naive_values_and_grads():
     hidden.grad = None
     (ref * torch.arange(41)).sum().backward()
     assert torch.allclose(g_chunked, hidden.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [7, 41])
+def test_checkpointing_only_when_there_are_several_chunks_with_the_same_gradients(chunk_size, monkeypatch):
+    """One chunk runs without activation checkpointing (it would only compute the head twice); the values and
+    gradients are bitwise those of the checkpointed computation."""
+    import spark_vl.algorithms.logprobs as module
+    from spark_vl.algorithms.logprobs import _chunk_logprobs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300, bias=False)
+    targets = torch.randint(0, 300, (3, 41))
+    hidden = torch.randn(3, 41, 16, requires_grad=True)
+    calls = []
+    monkeypatch.setattr(module, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+    lp, _ = chunked_logprobs(hidden, head, targets, chunk_size=chunk_size, temperature=0.7)
+    (lp * torch.arange(41)).sum().backward()
+    assert len(calls) == (0 if chunk_size == 41 else 6)
+    grads = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad = head.weight.grad = None
+    ref = torch.cat([checkpoint(_chunk_logprobs, head, hidden[:, i : i + chunk_size], targets[:, i : i + chunk_size],
+                                0.7, use_reentrant=False)[0] for i in range(0, 41, chunk_size)], dim=1)
+    (ref * torch.arange(41)).sum().backward()
+    assert torch.equal(lp, ref)
+    assert torch.equal(grads[0], hidden.grad) and torch.equal(grads[1], head.weight.grad)
 
 
 def test_temperature_scales_logits():
