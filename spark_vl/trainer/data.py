@@ -72,11 +72,21 @@ class PromptBuilder:
                                       max_pixels=self.cfg.model.max_pixels)
             except ImageError as err:
                 reason = f"bad_image ({err})"
-            if prompt is not None and prompt_length(prompt, self.processor) > self.cfg.data.max_prompt_length:
+            if prompt is not None and self.length(prompt) > self.cfg.data.max_prompt_length:
                 reason, prompt = "prompt_too_long", None
         if reason is not None:
             self.count(sample.uid, reason.split(" ")[0], reason)
         return prompt
+
+    def length(self, prompt: Prompt) -> int:
+        """Tokens of a prompt with its image tokens. A training prompt is encoded here, once: the encoding is kept
+        with the prompt object (`PromptEncoder`) for the rollout and the update, so its chat text is not rendered
+        and tokenized a second time just to be counted. Held-out prompts (kept for the whole run) are counted."""
+        if not self.training:
+            return prompt_length(prompt, self.processor)
+        from spark_vl.models.encode import PromptEncoder  # imported here: only training prompts need torch loaded
+
+        return len(PromptEncoder(self.processor)(prompt).input_ids)
 
     def count(self, row: str, key: str, reason: str) -> None:
         self.skipped[key] += 1

@@ -61,3 +61,31 @@ def test_builtin_synthetic_is_deterministic_and_answers_match_pictures():
             colours = [(n, c) for n, c in s.images[0].getcolors(maxcolors=1 << 16) if c != (255, 255, 255)]
             assert max(colours)[1] == COLORS[s.answer]
         assert s.solution.endswith(f"\\boxed{{{s.answer}}}")
+
+
+def test_training_prompts_are_counted_by_their_encoding_which_the_rollout_reuses(tiny_model, monkeypatch):
+    """The training builder counts a prompt's tokens by encoding it (kept with the prompt for the rollout and the
+    update: one processor call per drawn prompt, no second render just to count); the count equals
+    `prompt_length`, and the limit keeps a prompt of exactly max_prompt_length tokens."""
+    from dataclasses import replace
+
+    from spark_vl.config import Config
+    from spark_vl.models.encode import PromptEncoder
+    from spark_vl.trainer.data import PromptBuilder
+
+    _, processor = tiny_model
+    sample = synthetic_sample(3, seed=1)
+    cfg = Config()
+    n = prompt_length(build_prompt(sample, cfg.data.format_template), processor)
+
+    def builder(limit, training=True):
+        return PromptBuilder(replace(cfg, data=replace(cfg.data, max_prompt_length=limit)), processor, training)
+
+    for training in (True, False):
+        assert builder(n, training)(sample, None) is not None and builder(n - 1, training)(sample, None) is None
+    calls = []
+    real = type(processor).__call__
+    monkeypatch.setattr(type(processor), "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    prompt = builder(n)(sample, None)
+    assert calls == [1]
+    assert len(PromptEncoder(processor)(prompt).input_ids) == n and calls == [1]  # the rollout's encode: cached
