@@ -24,7 +24,8 @@ def _chunk_logprobs(
     temperature: float,
     entropy_grad: bool = False,
     suppress_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits = head(hidden).float()
     if suppress_ids is not None:  # tokens the sampler can never draw: not part of its distribution
         logits = logits.index_fill(-1, suppress_ids.to(logits.device), torch.finfo(logits.dtype).min)
@@ -32,6 +33,8 @@ def _chunk_logprobs(
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, None
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):  # a metric unless it is a loss term
         probs = torch.softmax(logits, dim=-1)
         entropy = lse - (probs * logits).sum(-1)
@@ -56,8 +59,10 @@ def chunked_logprobs(
     entropy_grad: bool = False,
     suppress_ids: torch.Tensor | None = None,
     sync_chunks: Callable[[int], int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(targets) [B, T] and entropy [B, T] from hidden states, one chunk of positions at a time.
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(targets) [B, T] and entropy [B, T] (None without `with_entropy`: a pass that only needs log-probs
+    skips the extra softmax over every block) from hidden states, one chunk of positions at a time.
 
     `chunk_size` None = sized from the vocabulary (`vocab_size`, or the head's out_features) by the budget.
     `sync_chunks` maps this rank's chunk count to the count to run (ZeRO-3 on several ranks: the maximum over
@@ -79,13 +84,13 @@ def chunked_logprobs(
         h = hidden_BTH[:, start : start + chunk_size]
         y = targets_BT[:, start : start + chunk_size]
         if use_ckpt:
-            lp, ent = checkpoint(_chunk_logprobs, head, h, y, temperature, entropy_grad, suppress_ids,
+            lp, ent = checkpoint(_chunk_logprobs, head, h, y, temperature, entropy_grad, suppress_ids, with_entropy,
                                  use_reentrant=False)
         else:
-            lp, ent = _chunk_logprobs(head, h, y, temperature, entropy_grad, suppress_ids)
+            lp, ent = _chunk_logprobs(head, h, y, temperature, entropy_grad, suppress_ids, with_entropy)
         logps.append(lp)
         entropies.append(ent)
-    return torch.cat(logps, dim=1), torch.cat(entropies, dim=1)
+    return torch.cat(logps, dim=1), torch.cat(entropies, dim=1) if with_entropy else None
 
 
 def naive_logprobs(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
@@ -95,8 +100,9 @@ def naive_logprobs(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.
 
 def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: float = 1.0,
                       entropy_grad: bool = False, suppress_ids: torch.Tensor | None = None,
-                      sync_chunks: Callable[[int], int] | None = None):
-    """log p and entropy [B, T-1] of input_ids[:, 1:] given the prefix, for a Qwen-VL model and a TrainBatch.
+                      sync_chunks: Callable[[int], int] | None = None, with_entropy: bool = True):
+    """log p and entropy [B, T-1] of input_ids[:, 1:] given the prefix, for a Qwen-VL model and a TrainBatch
+    (entropy None without `with_entropy`).
 
     Calls the trunk (`model.model`) and then the LM head module per chunk, so ZeRO-3's parameter hooks
     still fire; `mm_token_type_ids` is always passed (Qwen3-VL needs it, Qwen2.5-VL's M-RoPE positions
@@ -115,11 +121,12 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
     start = first_response_column(batch.response_mask)
     hidden = out.last_hidden_state[:, start:-1]
     logp, entropy = chunked_logprobs(hidden, model.lm_head, batch.input_ids[:, start + 1 :], chunk_size, temperature,
-                                     entropy_grad=entropy_grad, suppress_ids=suppress_ids, sync_chunks=sync_chunks)
+                                     entropy_grad=entropy_grad, suppress_ids=suppress_ids, sync_chunks=sync_chunks,
+                                     with_entropy=with_entropy)
     if start == 0:
         return logp, entropy
     pad = logp.new_zeros(logp.shape[0], start)
-    return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy], dim=1)
+    return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy], dim=1) if with_entropy else None
 
 
 def vision_inputs(model, batch) -> dict:

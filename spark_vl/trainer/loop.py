@@ -271,14 +271,16 @@ class Trainer:
         with torch.inference_mode(False):  # first used inside a no-autograd pass, kept for the update's
             return torch.tensor(vision_token_ids(self.processor.tokenizer), dtype=torch.long)
 
-    def logprobs(self, model, batch, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def logprobs(self, model, batch, entropy_grad: bool = False,
+                 with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-token log-probs [B, T-1] under the distribution the sampler drew from: the sampling temperature
-        (greedy counts as 1) and the vision placeholders it never samples masked out."""
+        (greedy counts as 1) and the vision placeholders it never samples masked out; and the entropy, unless
+        `with_entropy` is off."""
         temperature = self.cfg.rollout.temperature if self.cfg.rollout.temperature > 0 else 1.0
         # ZeRO-3 on several ranks: every rank calls the LM head as often as the rank with the most chunks.
         sync = (lambda n: max_over_ranks(n, self.dist.device)) if self.lockstep else None
         return sequence_logprobs(model, batch, temperature=temperature, entropy_grad=entropy_grad,
-                                 suppress_ids=self.suppressed_ids, sync_chunks=sync)
+                                 suppress_ids=self.suppressed_ids, sync_chunks=sync, with_entropy=with_entropy)
 
     def sampling(self, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingParams:
         r = self.cfg.rollout
@@ -408,11 +410,11 @@ class Trainer:
             batch = self.collate(mb)
             with no_autograd(self.model):
                 if old:
-                    values, _ = self.logprobs(self.model, batch)
+                    values, _ = self.logprobs(self.model, batch, with_entropy=False)
                     for s, row in zip(mb, response_values(values.float().cpu(), mb)):
                         s.old_logprobs = row
                 if self.reference is not None:
-                    values, _ = self.logprobs(self.reference, batch)
+                    values, _ = self.logprobs(self.reference, batch, with_entropy=False)
                     for s, row in zip(mb, response_values(values.float().cpu(), mb)):
                         s.ref_logprobs = row
         self.model.train()

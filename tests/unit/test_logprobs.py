@@ -51,6 +51,19 @@ def test_checkpointing_only_when_there_are_several_chunks_with_the_same_gradient
     assert torch.equal(grads[0], hidden.grad) and torch.equal(grads[1], head.weight.grad)
 
 
+def test_log_probs_without_entropy_are_the_same(tiny_qwen25):
+    """The no-grad passes (old and reference log-probs) skip the entropy: same log-probs, bitwise."""
+    model, processor = tiny_qwen25
+    seqs = _sequences(processor)
+    for s in seqs:
+        attach_positions(model, s.prompt)
+    batch = collate(seqs, processor.tokenizer.pad_token_id)
+    with torch.no_grad():
+        lp, ent = sequence_logprobs(model, batch, temperature=0.7)
+        lp_only, none = sequence_logprobs(model, batch, temperature=0.7, with_entropy=False)
+    assert none is None and ent.shape == lp.shape and torch.equal(lp, lp_only)
+
+
 def test_temperature_scales_logits():
     torch.manual_seed(1)
     head = torch.nn.Linear(8, 20, bias=False)
