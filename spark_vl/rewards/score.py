@@ -293,9 +293,8 @@ def score_groups(
     first or last per `cfg.extract`) is judged, as in SPARK's recycling; a rollout without one gets P(Yes) = 0.
 
     `judge_all`: call `judge` even when this process has nothing to judge (ZeRO-3 needs every rank in every
-    forward pass): on a dummy pair whose result is discarded, or with empty lists when this process has no
-    rollouts at all (`RewardJudge` then joins the other ranks' passes with its own dummy). Callers set it when
-    any rank has something to judge.
+    forward pass), with empty lists: `RewardJudge` then joins the other ranks' passes with a dummy row whose result
+    is dropped (and not counted as scored). Callers set it when any rank has something to judge.
     """
     rollouts = [r for g in groups for r in g.rollouts]
     verified = [r for r in rollouts if has_gold(r)]
@@ -318,10 +317,8 @@ def score_groups(
         if judge is None:
             raise ValueError("reward.judge_weight / reward.judge_mix > 0 score rows with a judge, but no judge "
                              "callable was given to score_groups")
-        pairs = shown or ([(rollouts[0], rollouts[0].text or "?")] if rollouts else [])
-        scored = judge([r.prompt for r, _ in pairs], [a for _, a in pairs])
-        if shown:
-            probs = {id(r): p for (r, _), p in zip(shown, scored, strict=True)}
+        scored = judge([r.prompt for r, _ in shown], [a for _, a in shown])  # empty: join the other ranks' passes
+        probs = {id(r): p for (r, _), p in zip(shown, scored, strict=True)}
     m = cfg.judge_mix
     for r, a in zip(judged, answers, strict=True):
         p = probs.get(id(r), 0.0)

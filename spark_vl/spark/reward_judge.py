@@ -13,8 +13,8 @@ Within a call, repeated (prompt, answer) pairs (a group's rollouts often agree) 
 `judge_score` in chunks of `batch_size` prompts, one forward pass each.
 
 ZeRO-3 on several ranks: every rank must run the same number of forward passes through the partitioned judge.
-`sync(n) -> max over ranks` makes each rank run max(chunks) passes, padding with a discarded dummy row built
-from the last prompt it saw.
+`sync(n) -> max over ranks` makes each rank run max(chunks) passes, padding with a discarded dummy row
+(`JOIN_PROMPT`; a rank with nothing to judge at all is called with empty lists and runs only those).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 
+from spark_vl.data.prompts import build_prompt
 from spark_vl.spark.judge import judge_score
 from spark_vl.spark.templates import Template, load_judge_template
-from spark_vl.types import Prompt
+from spark_vl.types import Prompt, Sample
 
 
 def reference_answer(prompt: Prompt) -> str | None:
@@ -61,6 +62,10 @@ def make_reward_judge(reward_cfg, model, processor, *, separate: bool,
                        sync=sync)
 
 
+# What a rank with nothing (more) to judge runs while another rank judges (ZeRO-3); the result is dropped.
+JOIN_PROMPT = build_prompt(Sample(uid="reward-judge-join", problem="?", answer=None, images=[]))
+
+
 class RewardJudge:
     """`score_groups`' judge callable: P(Yes) per (prompt, answer) from `model`, batched, deduplicated, cached."""
 
@@ -72,14 +77,11 @@ class RewardJudge:
         self.cache_size, self.batch_size, self.sync = cache_size, batch_size, sync
         self.cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.hits = 0  # pairs answered from the cache or by another equal pair of the same call
-        self.scored = 0  # pairs that went through the judge's forward pass
-        self.filler: Prompt | None = None
+        self.scored = 0  # pairs that went through the judge's forward pass (lockstep dummies not counted)
 
     def __call__(self, prompts: list[Prompt], answers: list[str]) -> list[float]:
         if len(prompts) != len(answers):
             raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-        if prompts:
-            self.filler = prompts[-1]
         todo: dict[str, dict[tuple[str, str], tuple[Prompt, object]]] = {"reference": {}, "pointwise": {}}
         found: dict[tuple[str, str], float] = {}
         for p, a in zip(prompts, answers, strict=True):
@@ -116,12 +118,8 @@ class RewardJudge:
         out: list[float] = []
         for i in range(passes):
             chunk = rows[i * size : (i + 1) * size]
-            if not chunk:
-                if self.filler is None:
-                    raise RuntimeError("ZeRO-3: another rank runs the reward judge but this rank has no prompt yet "
-                                       "to join its forward pass with")
-                chunk_dummy = [(self.filler, ("?", "?") if form == "reference" else "?")]
-                self._forward(form, chunk_dummy)
+            if not chunk:  # join another rank's pass with a throw-away row (`judge_score` adds the vision filler)
+                self._forward(form, [(JOIN_PROMPT, ("?", "?") if form == "reference" else "?")])
                 continue
             out += self._forward(form, chunk)
         self.scored += len(rows)

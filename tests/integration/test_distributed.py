@@ -144,3 +144,44 @@ def test_zero3_spo_first_visit_probes_on_uneven_ranks(tmp_path):
     for a, b in zip(single[1:], double[1:], strict=True):
         for key in ("spo/init_rollout/responses", "loss/policy", "reward/mean"):
             assert b.get(key) == pytest.approx(a.get(key), rel=1e-3, abs=1e-6), (a["step"], key)
+
+
+@pytest.mark.slow
+def test_zero3_reward_judge_when_only_one_rank_has_rows_to_judge(tmp_path):
+    """reward.judge_weight > 0 scores rows without a gold by the judge's P(Yes); under ZeRO-3 every rank joins the
+    judge's forward passes when any rank has such a row. In step 1 here rank 0 holds an image prompt and a gold-less
+    text-only prompt, rank 1 two text-only prompts with a gold. The random model writes no final answer, so there is
+    nothing to show the judge: every rank is called with nothing to judge and runs no pass (before, each rank ran a
+    dummy pair and counted it in `judge/scored`: 2 here against 0 for one process). The 2-rank run matches 1
+    process. (The passes themselves on uneven ranks, dummy rows and the vision filler, are unit-tested:
+    test_reward_judge.py; a random model cannot be made to write a boxed answer here.)"""
+    from spark_vl.config import load_config
+    from spark_vl.models.tiny import build_tiny
+    from spark_vl.trainer.data import PromptSource
+
+    rows = [{"id": f"t{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(16)]
+    data = tmp_path / "arith.jsonl"
+    args = ("deepspeed.zero_stage=3", "algorithm.kl_coef=0.01", f"data.train=[builtin:synthetic,{data}]",
+            "data.train_weights=[0.5,0.5]", "reward.judge_weight=0.5")
+
+    def step1(lines):
+        data.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        cfg = load_config("configs/demo_cpu.yaml", [*COMMON, *args, f"trainer.output_dir={tmp_path}"])
+        return PromptSource(cfg, build_tiny("tiny-qwen2.5-vl")[1]).next_prompts(4)
+
+    # The draw does not depend on the answers (gold-less rows are kept when judge_weight > 0): take every text row
+    # of step 1 out of rank 0's share and drop its answer.
+    drawn = step1(rows)
+    for p in drawn[0::2]:
+        if not p.images:
+            next(r for r in rows if r["problem"] == p.sample.problem)["answer"] = ""
+    drawn = step1(rows)
+    has_gold = [[bool(p.sample.answer) for p in drawn[rank::2]] for rank in (0, 1)]
+    assert [[len(p.images) for p in drawn[rank::2]] for rank in (0, 1)] == [[1, 0], [0, 0]]
+    assert has_gold == [[True, False], [True, True]]
+    single, double = run(tmp_path, 1, *args), run(tmp_path, 2, *args)
+    assert [m["step"] for m in double] == [0, 1, 2]
+    for step, rel in ((1, 2e-4), (2, 1e-3)):
+        a, b = single[step], double[step]
+        for key in ("loss/sft", "loss/policy", "actor/grad_norm", "actor/kl", "reward/mean", "judge/scored"):
+            assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), (step, key, a[key], b[key])

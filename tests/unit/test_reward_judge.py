@@ -8,7 +8,7 @@ from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.rewards import score_groups
 from spark_vl.spark import judge_prompts, judge_score, load_judge_template
 from spark_vl.spark import reward_judge as rj
-from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
+from spark_vl.spark.reward_judge import JOIN_PROMPT, RewardJudge, make_reward_judge
 from spark_vl.spark.templates import prompt_text
 from spark_vl.types import Rollout, RolloutGroup
 
@@ -118,12 +118,17 @@ def test_pairwise_shows_answer_and_reference_in_their_slots(tiny_qwen25):
 def test_lockstep_pads_with_dummy_passes(monkeypatch):
     prompt = build_prompt(synthetic_samples(1, seed=7)[0])
     passes = []
-    monkeypatch.setattr(RewardJudge, "_forward", lambda self, form, chunk: passes.append(len(chunk)) or
+    monkeypatch.setattr(RewardJudge, "_forward", lambda self, form, chunk: passes.append([p for p, _ in chunk]) or
                         [0.5] * len(chunk))
-    judge = RewardJudge(None, None, templates={"pointwise": None}, batch_size=2, sync=lambda n: max(n, 3))
-    assert judge([prompt], ["1"]) == [0.5]
-    assert passes == [1, 1, 1]  # its own chunk, then two discarded dummy passes to match the slowest rank
-    assert judge([], []) == [] and passes[3:] == [1, 1, 1]  # nothing to judge: joins with dummies only
+
+    def judge():
+        return RewardJudge(None, None, templates={"pointwise": None}, batch_size=2, sync=lambda n: max(n, 3))
+
+    first = judge()
+    assert first([prompt], ["1"]) == [0.5] and first.scored == 1
+    assert passes == [[prompt], [JOIN_PROMPT], [JOIN_PROMPT]]  # its chunk, then two dropped passes like the slowest
+    fresh = judge()  # nothing to judge, and no prompt seen yet: joins with dummy rows only, scoring nothing
+    assert fresh([], []) == [] and passes[3:] == [[JOIN_PROMPT]] * 3 and fresh.scored == 0
 
 
 def test_templates_and_config_errors(tmp_path):

@@ -69,7 +69,7 @@ def test_judge_all_runs_a_discarded_forward_when_nothing_needs_judging():
     score_groups(groups, RewardConfig(judge_weight=0.5), judge)
     assert seen == []  # nothing to judge, and not asked to join
     score_groups(groups, RewardConfig(judge_weight=0.5), judge, judge_all=True)
-    assert seen == [1]  # ZeRO-3: this rank joins the forward pass, the result is thrown away
+    assert seen == [0]  # ZeRO-3: called with nothing to judge, so that it joins the other ranks' passes
     assert groups[0].rollouts[0].reward.parts == {"accuracy": 1.0, "format": 1.0}
 
 
