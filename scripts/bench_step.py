@@ -8,7 +8,8 @@ folder (`--model`; a builtin tiny model is first written to a folder with `save_
 With `--trl-python` (an interpreter that can import trl and spark_vl, e.g. a scratch virtualenv made with
 `python -m venv --system-site-packages /tmp/trl && /tmp/trl/bin/pip install trl==1.16.0`), the two run
 interleaved: `--rounds` rounds, each one spark-vl process and one TRL process of `--steps` steps (every other
-round in reverse order); the first step of every process is warm-up and not counted. Prints per-phase medians for
+round in reverse order); the first step of every process is warm-up and not counted, and every step is timed end
+to end (from one logged step to the next: fetching data and logging included). Prints per-phase medians for
 spark-vl, the step medians of both, completions per second and the ratio, overall and per round. `--before DIR`
 adds an earlier spark-vl checkout (`git worktree add DIR <commit>`), run from this script with `PYTHONPATH=DIR`,
 interleaved too: the before/after of a change.
