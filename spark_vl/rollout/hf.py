@@ -193,6 +193,8 @@ class HFEngine:
                     finished = max_over_ranks(int(not finished), device) == 0
                 if finished:
                     break
+                if prompt_cols + fed + 1 > mask.shape[1]:  # a finished rank feeding on with the others (ZeRO-3)
+                    mask = torch.cat([mask, mask.new_ones(mask.shape)], dim=1)
                 # A [B, 1, 1, L] boolean mask (the one query sees every real key) skips transformers' per-step mask
                 # construction.
                 step = {"input_ids": last, "attention_mask": mask[:, None, None, : prompt_cols + fed + 1],
@@ -229,15 +231,21 @@ class RoomyLayer(DynamicLayer):
     """A `DynamicLayer` whose keys and values are views of buffers with room for more tokens: `update` writes the
     new ones in place where `DynamicLayer` concatenates (a new, longer tensor per layer and step). The views hold the
     same values with the same shapes, so attention computes the same numbers (the sampler tests compare with
-    `generate`, which concatenates)."""
+    `generate`, which concatenates). Full buffers double (a rank that finished early feeds on with the others
+    under ZeRO-3, past its own token budget)."""
 
     def __init__(self, layer: DynamicLayer, room: int):
         super().__init__()
         self.device, self.is_initialized = layer.device, True
-        B, H, length, _ = layer.keys.shape
+        self.buffers: list[torch.Tensor] = []
+        self._reserve(layer.keys, layer.values, layer.keys.shape[-2] + room)
+
+    def _reserve(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+        """Buffers of `capacity` positions holding `keys` and `values` first; the views show what they hold."""
+        B, H, length, _ = keys.shape
         self.buffers = []
-        for t in (layer.keys, layer.values):
-            buf = t.new_empty(B, H, length + room, t.shape[-1])
+        for t in (keys, values):
+            buf = t.new_empty(B, H, capacity, t.shape[-1])
             buf[:, :, :length] = t
             self.buffers.append(buf)
         self._view(length)
@@ -248,7 +256,7 @@ class RoomyLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         start, end = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
         if end > self.buffers[0].shape[-2]:
-            raise RuntimeError(f"KV cache room exhausted: {end} positions, room for {self.buffers[0].shape[-2]}")
+            self._reserve(self.keys, self.values, max(end, 2 * self.buffers[0].shape[-2]))
         self.buffers[0][:, :, start:end] = key_states
         self.buffers[1][:, :, start:end] = value_states
         self._view(end)

@@ -143,6 +143,7 @@ def test_sampler_draws_exactly_what_transformers_generate_draws(tiny_model, samp
 
 
 def test_roomy_cache_layer_writes_in_place_and_returns_what_concatenation_would():
+    """In place while there is room, then grown; always the values and shapes concatenation gives."""
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
     torch.manual_seed(0)
@@ -159,8 +160,31 @@ def test_roomy_cache_layer_writes_in_place_and_returns_what_concatenation_would(
         expected, got = plain.update(*new), cache.update(*new, layer_idx=0)
         assert all(torch.equal(a, b) for a, b in zip(expected, got))
         assert roomy.keys.data_ptr() == storage and cache.get_seq_length() == plain.get_seq_length()
-    with pytest.raises(RuntimeError, match="room exhausted: 8 positions, room for 7"):
-        cache.update(*new, layer_idx=0)
+    for _ in range(3):  # past the room (a finished rank feeding on under ZeRO-3): the buffers double
+        new = (torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+        expected, got = plain.update(*new), cache.update(*new, layer_idx=0)
+        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert roomy.buffers[0].shape[-2] == 14 and cache.get_seq_length() == 10
+
+
+def test_a_finished_rank_feeds_on_past_its_token_budget_under_zero3(tiny_qwen25, monkeypatch):
+    """ZeRO-3: a rank runs a decode forward for as long as any rank is still sampling, past its own max_new_tokens
+    (e.g. the one-token filler call of a rank without prompts): the cache and the mask grow on."""
+    import spark_vl.rollout.hf as hf
+
+    model, processor = tiny_qwen25
+    engine = make_engine(RolloutConfig(), model, processor)
+    engine.synced_gpus = True
+    others = iter([1] * 40)  # the other rank is still sampling for 40 more decode steps
+    monkeypatch.setattr(hf, "max_over_ranks", lambda value, device: max(value, next(others, 0)))
+    forwards = []
+    hook = model.model.language_model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        row = encode_prompt(prompts(1)[0], processor)
+        tokens, logprobs, _ = engine._sample([row], SamplingParams(temperature=0.0, max_new_tokens=2))
+    finally:
+        hook.remove()
+    assert len(tokens[0]) == 2 and len(logprobs[0]) == 2 and len(forwards) == 1 + 40
 
 
 def test_text_only_prompts_of_different_lengths_match_generate(tiny_qwen25):
