@@ -50,9 +50,11 @@ def load_source(spec: str, cfg: Config, start: int = 0, size: int | None = None)
 class PromptBuilder:
     """Sample -> Prompt with validation; counts what it skips."""
 
-    def __init__(self, cfg: Config, processor, training: bool = True, require_answer: bool = True):
+    def __init__(self, cfg: Config, processor, training: bool = True, require_answer: bool = True,
+                 encode: bool = False):
         self.cfg, self.processor, self.training = cfg, processor, training
         self.require_answer = require_answer  # False for expert rows: the supervised term needs only a solution
+        self.encode = encode  # count prompts by encoding them: this process uses every prompt it builds
         self.skipped: Counter = Counter()
         self.examples: list[tuple[str, str]] = []  # (row uid, reason), first few
 
@@ -79,10 +81,12 @@ class PromptBuilder:
         return prompt
 
     def length(self, prompt: Prompt) -> int:
-        """Tokens of a prompt with its image tokens. A training prompt is encoded here, once: the encoding is kept
-        with the prompt object (`PromptEncoder`) for the rollout and the update, so its chat text is not rendered
-        and tokenized a second time just to be counted. Held-out prompts (kept for the whole run) are counted."""
-        if not self.training:
+        """Tokens of a prompt with its image tokens. With `encode` the prompt is encoded here, once: the encoding is
+        kept with the prompt object (`PromptEncoder`) for the rollout and the update, so its chat text is not
+        rendered and tokenized a second time just to be counted. Without (held-out prompts, kept for the whole run;
+        several ranks, where each rank builds the whole step and keeps its share) it is counted without the image
+        processor."""
+        if not self.encode:
             return prompt_length(prompt, self.processor)
         from spark_vl.models.encode import PromptEncoder  # imported here: only training prompts need torch loaded
 
@@ -97,9 +101,11 @@ class PromptBuilder:
 
 
 class PromptSource:
-    def __init__(self, cfg: Config, processor):
+    def __init__(self, cfg: Config, processor, ranks: int = 1):
+        """`ranks`: processes that share each draw (each keeps its share); alone, a drawn prompt is encoded as it is
+        counted (`PromptBuilder.length`)."""
         self.cfg = cfg
-        self.build = PromptBuilder(cfg, processor)
+        self.build = PromptBuilder(cfg, processor, encode=ranks == 1)
         self.sources = []
         for spec in cfg.data.train:
             loaded = load_source(spec, cfg)
@@ -119,7 +125,7 @@ class PromptSource:
                 self.expert_sources.append((loaded.samples, loaded.root))
                 for skipped in loaded.skipped:
                     self.build.count(skipped.row, skipped.kind, skipped.reason)
-        self.expert_build = PromptBuilder(cfg, processor, require_answer=not cfg.data.sft)
+        self.expert_build = PromptBuilder(cfg, processor, require_answer=not cfg.data.sft, encode=ranks == 1)
         self.expert_build.skipped, self.expert_build.examples = self.build.skipped, self.build.examples  # one count
         self.experts = [(i, j) for i, (rows, _) in enumerate(self.expert_sources) for j, s in enumerate(rows)
                         if s.solution]

@@ -90,7 +90,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     dtype = resolve_dtype(cfg.model.dtype, dist.device)
     zero3 = zero3_loading(cfg, plan, dtype)  # noqa: F841 (must stay alive while models load)
     model, processor = load_model(cfg.model, dist.device)
-    source = PromptSource(cfg, processor)
+    source = PromptSource(cfg, processor, ranks=dist.world_size)
     held_out = held_out_prompts(cfg, processor)  # every rank evaluates its share; the judge eval deals pairs
     val_prompts = held_out[dist.rank :: dist.world_size]
     benchmarks = load_eval_benchmarks(cfg, dist.rank, dist.world_size)

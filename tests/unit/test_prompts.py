@@ -63,29 +63,32 @@ def test_builtin_synthetic_is_deterministic_and_answers_match_pictures():
         assert s.solution.endswith(f"\\boxed{{{s.answer}}}")
 
 
-def test_training_prompts_are_counted_by_their_encoding_which_the_rollout_reuses(tiny_model, monkeypatch):
-    """The training builder counts a prompt's tokens by encoding it (kept with the prompt for the rollout and the
-    update: one processor call per drawn prompt, no second render just to count); the count equals
-    `prompt_length`, and the limit keeps a prompt of exactly max_prompt_length tokens."""
+def test_prompts_this_process_uses_are_counted_by_their_encoding_which_the_rollout_reuses(tiny_model, monkeypatch):
+    """Alone, the training source counts a drawn prompt's tokens by encoding it (kept with the prompt for the
+    rollout and the update: one processor call per drawn prompt, no second render just to count); on several
+    ranks, where each rank builds the whole step and keeps its share, and for held-out prompts, it counts without
+    the image processor. Either count equals `prompt_length`; a prompt of exactly max_prompt_length is kept."""
     from dataclasses import replace
 
     from spark_vl.config import Config
     from spark_vl.models.encode import PromptEncoder
-    from spark_vl.trainer.data import PromptBuilder
+    from spark_vl.trainer.data import PromptBuilder, PromptSource
 
     _, processor = tiny_model
     sample = synthetic_sample(3, seed=1)
     cfg = Config()
     n = prompt_length(build_prompt(sample, cfg.data.format_template), processor)
 
-    def builder(limit, training=True):
-        return PromptBuilder(replace(cfg, data=replace(cfg.data, max_prompt_length=limit)), processor, training)
+    def builder(limit, encode=True):
+        return PromptBuilder(replace(cfg, data=replace(cfg.data, max_prompt_length=limit)), processor, encode=encode)
 
-    for training in (True, False):
-        assert builder(n, training)(sample, None) is not None and builder(n - 1, training)(sample, None) is None
+    for encode in (True, False):
+        assert builder(n, encode)(sample, None) is not None and builder(n - 1, encode)(sample, None) is None
     calls = []
     real = type(processor).__call__
     monkeypatch.setattr(type(processor), "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     prompt = builder(n)(sample, None)
     assert calls == [1]
     assert len(PromptEncoder(processor)(prompt).input_ids) == n and calls == [1]  # the rollout's encode: cached
+    assert builder(n, encode=False)(sample, None) is not None and calls == [1]
+    assert PromptSource(cfg, processor).build.encode and not PromptSource(cfg, processor, ranks=2).build.encode
