@@ -88,7 +88,7 @@ class PromptBuilder:
         processor."""
         if not self.encode:
             return prompt_length(prompt, self.processor)
-        from spark_vl.models.encode import PromptEncoder  # imported here: only training prompts need torch loaded
+        from spark_vl.models.encode import PromptEncoder  # imported here: counting without encoding needs no torch
 
         return len(PromptEncoder(self.processor)(prompt).input_ids)
 
