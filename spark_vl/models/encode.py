@@ -52,6 +52,33 @@ def encode_prompt(prompt: Prompt, processor, text: str | None = None) -> Encoded
     return EncodedPrompt(ids, mm, enc.get("pixel_values"), enc.get("image_grid_thw"))
 
 
+def encode_prompts(prompts: list[Prompt], processor) -> list[EncodedPrompt]:
+    """`encode_prompt` of each prompt, from one processor call on all of them (padded, then each row's real tokens
+    and its images' patches taken back out): the same values, a test compares them bitwise, without the processor's
+    per-call overhead (merging its keyword arguments, validating, building outputs: ~1 ms a call on a small image).
+    The images of a batch are one flat list in prompt order, as the processor matches them to image tokens."""
+    if len(prompts) < 2 or processor.tokenizer.pad_token_id is None:
+        return [encode_prompt(p, processor) for p in prompts]
+    images = [image for p in prompts for image in p.images]
+    enc = processor(text=[render(p, processor) for p in prompts], images=images or None, return_tensors="pt",
+                    padding=True, return_mm_token_type_ids=True)
+    real = enc["attention_mask"].bool()
+    grids = enc.get("image_grid_thw")
+    patch_ends = grids.prod(-1).cumsum(0).tolist() if grids is not None else []
+    out, image = [], 0  # `image`: the first image of the next prompt
+    for i, p in enumerate(prompts):
+        ids = enc["input_ids"][i][real[i]].tolist()
+        mm = enc["mm_token_type_ids"][i][real[i]].tolist() if "mm_token_type_ids" in enc else [0] * len(ids)
+        pixels = grid = None
+        if p.images:
+            first, last = image, image + len(p.images)
+            start = patch_ends[first - 1] if first else 0
+            pixels, grid = enc["pixel_values"][start : patch_ends[last - 1]], grids[first:last]
+            image = last
+        out.append(EncodedPrompt(ids, mm, pixels, grid))
+    return out
+
+
 class PromptEncoder:
     """`encode_prompt` cached per prompt object for as long as that object lives. Every PromptEncoder of one
     processor shares the cache, so the prompts a rollout step encodes for generation are not encoded again for
@@ -64,13 +91,23 @@ class PromptEncoder:
         self._cache: dict[int, tuple[weakref.ref, EncodedPrompt]] = PromptEncoder._shared.setdefault(processor, {})
 
     def __call__(self, prompt: Prompt) -> EncodedPrompt:
-        key = id(prompt)
-        hit = self._cache.get(key)
-        if hit is None or hit[0]() is not prompt:
-            cache = self._cache
-            hit = (weakref.ref(prompt, lambda _, key=key: cache.pop(key, None)), encode_prompt(prompt, self.processor))
-            cache[key] = hit
-        return hit[1]
+        return self._cached(prompt) or self._keep(prompt, encode_prompt(prompt, self.processor))
+
+    def many(self, prompts: list[Prompt]) -> list[EncodedPrompt]:
+        """`self(p)` for each prompt; the ones not encoded yet are encoded together (`encode_prompts`)."""
+        new = list({id(p): p for p in prompts if self._cached(p) is None}.values())
+        for prompt, encoded in zip(new, encode_prompts(new, self.processor)):
+            self._keep(prompt, encoded)
+        return [self(p) for p in prompts]
+
+    def _cached(self, prompt: Prompt) -> EncodedPrompt | None:
+        hit = self._cache.get(id(prompt))
+        return hit[1] if hit is not None and hit[0]() is prompt else None
+
+    def _keep(self, prompt: Prompt, encoded: EncodedPrompt) -> EncodedPrompt:
+        key, cache = id(prompt), self._cache
+        cache[key] = (weakref.ref(prompt, lambda _, key=key: cache.pop(key, None)), encoded)
+        return encoded
 
 
 _FILLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # processor -> its encoded vision filler

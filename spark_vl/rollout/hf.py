@@ -68,6 +68,7 @@ class HFEngine:
 
     def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[RolloutGroup]:
         encode = PromptEncoder(self.processor)  # each prompt is processed once, not n times
+        encode.many(prompts)  # those not encoded yet (held out, recycled, several ranks' draws): one processor call
         jobs = [p for p in prompts for _ in range(n)]
         rollouts: dict[int, list[Rollout]] = {id(p): [] for p in prompts}
         if sampling.seed is not None:

@@ -59,38 +59,40 @@ class PromptBuilder:
         self.examples: list[tuple[str, str]] = []  # (row uid, reason), first few
 
     def __call__(self, sample: Sample, root: Path | None) -> Prompt | None:
-        reason = None
-        prompt = None
-        if self.training and sample.meta.get("eval_split"):
-            reason = "eval_split_row"  # a benchmark's test row (e.g. MMK12 test) never trains silently
-        elif not isinstance(sample.problem, str) or not sample.problem.strip():
-            reason = "empty_problem"
-        elif (self.require_answer and (sample.answer is None or not str(sample.answer).strip())
-              and self.cfg.reward.judge_weight <= 0):
-            reason = "empty_answer"  # kept when reward.judge_weight > 0: the model's own P(yes) rewards it
-        else:
-            try:
-                prompt = build_prompt(sample, self.cfg.data.format_template, self.cfg.data.system_prompt, root,
-                                      max_pixels=self.cfg.model.max_pixels)
-            except ImageError as err:
-                reason = f"bad_image ({err})"
-            if prompt is not None and self.length(prompt) > self.cfg.data.max_prompt_length:
-                reason, prompt = "prompt_too_long", None
+        prompt, reason = self.make(sample, root)
+        if prompt is not None and self.lengths([prompt])[0] > self.cfg.data.max_prompt_length:
+            prompt, reason = None, "prompt_too_long"
         if reason is not None:
             self.count(sample.uid, reason.split(" ")[0], reason)
         return prompt
 
-    def length(self, prompt: Prompt) -> int:
-        """Tokens of a prompt with its image tokens. With `encode` the prompt is encoded here, once: the encoding is
-        kept with the prompt object (`PromptEncoder`) for the rollout and the update, so its chat text is not
-        rendered and tokenized a second time just to be counted. Without (held-out prompts, kept for the whole run;
-        several ranks, where each rank builds the whole step and keeps its share) it is counted without the image
-        processor."""
+    def make(self, sample: Sample, root: Path | None) -> tuple[Prompt | None, str | None]:
+        """(prompt, None), or (None, why the row is unusable); its length is not checked here (`lengths`) and nothing
+        is counted."""
+        if self.training and sample.meta.get("eval_split"):
+            return None, "eval_split_row"  # a benchmark's test row (e.g. MMK12 test) never trains silently
+        if not isinstance(sample.problem, str) or not sample.problem.strip():
+            return None, "empty_problem"
+        if (self.require_answer and (sample.answer is None or not str(sample.answer).strip())
+                and self.cfg.reward.judge_weight <= 0):
+            return None, "empty_answer"  # kept when reward.judge_weight > 0: the model's own P(yes) rewards it
+        try:
+            return build_prompt(sample, self.cfg.data.format_template, self.cfg.data.system_prompt, root,
+                                max_pixels=self.cfg.model.max_pixels), None
+        except ImageError as err:
+            return None, f"bad_image ({err})"
+
+    def lengths(self, prompts: list[Prompt]) -> list[int]:
+        """Tokens of each prompt with its image tokens. With `encode` the prompts are encoded here, together (one
+        processor call) and once: each encoding is kept with its prompt object (`PromptEncoder`) for the rollout
+        and the update, so the chat text is not rendered and tokenized a second time just to be counted. Without
+        (held-out prompts, kept for the whole run; several ranks, where each rank builds the whole step and keeps
+        its share) they are counted without the image processor."""
         if not self.encode:
-            return prompt_length(prompt, self.processor)
+            return [prompt_length(p, self.processor) for p in prompts]
         from spark_vl.models.encode import PromptEncoder  # imported here: counting without encoding needs no torch
 
-        return len(PromptEncoder(self.processor)(prompt).input_ids)
+        return [len(e.input_ids) for e in PromptEncoder(self.processor).many(prompts)]
 
     def count(self, row: str, key: str, reason: str) -> None:
         self.skipped[key] += 1
@@ -147,29 +149,43 @@ class PromptSource:
 
     def _draw(self, sampler: MixtureSampler, k: int, pick, weights: list[np.ndarray] | None = None, sources=None,
               build=None) -> list[Prompt]:
+        """`k` usable prompts, drawn in order; an unusable row is counted and replaced by the next draw. Each round
+        draws as many buildable rows as are still missing (never more: one too long is replaced in the next round)
+        and counts their lengths together (`PromptBuilder.lengths`: one processor call); then they are judged in
+        draw order, so the rows drawn, kept and skipped are those of drawing one row at a time."""
         sources, build = sources or self.sources, build or self.build
         out: list[Prompt] = []
-        failures, drawn = 0, set()
+        failures, drawn, limit = 0, set(), 50 + 10 * k
         while len(out) < k:
-            source, index = pick(sampler.next(weights))
-            if weights is not None:  # weighted draws repeat rows; one step takes each row once
-                if (source, index) in drawn and len(drawn) < sum(len(w) for w in weights):
+            batch: list[tuple[int, int, str, Prompt | None, str | None]] = []
+            built, trailing = 0, failures  # trailing: unusable rows in a row so far (too long ones not known yet)
+            while built < k - len(out) and trailing <= limit:
+                source, index = pick(sampler.next(weights))
+                if weights is not None:  # weighted draws repeat rows; one step takes each row once
+                    if (source, index) in drawn and len(drawn) < sum(len(w) for w in weights):
+                        continue
+                    drawn.add((source, index))
+                rows, root = sources[source]
+                prompt, reason = build.make(rows[index], root)
+                batch.append((source, index, rows[index].uid, prompt, reason))
+                built, trailing = (built + 1, 0) if prompt is not None else (built, trailing + 1)
+            lengths = iter(build.lengths([prompt for *_, prompt, _ in batch if prompt is not None]))
+            for source, index, uid, prompt, reason in batch:
+                if prompt is not None and next(lengths) > self.cfg.data.max_prompt_length:
+                    prompt, reason = None, "prompt_too_long"
+                if prompt is None:
+                    build.count(uid, reason.split(" ")[0], reason)
+                    failures += 1
+                    if failures > limit:
+                        raise ValueError(f"{failures} consecutive unusable rows: {build.examples[-3:]}; "
+                                         "check the data or data.max_prompt_length")
                     continue
-                drawn.add((source, index))
-            rows, root = sources[source]
-            prompt = build(rows[index], root)
-            if prompt is None:
-                failures += 1
-                if failures > 50 + 10 * k:
-                    raise ValueError(f"{failures} consecutive unusable rows: {build.examples[-3:]}; "
-                                     "check the data or data.max_prompt_length")
-                continue
-            failures = 0
-            if weights is not None:
-                rows_of = self.rows_of_key.setdefault(prompt_key(prompt), [])
-                if (source, index) not in rows_of:
-                    rows_of.append((source, index))
-            out.append(prompt)
+                failures = 0
+                if weights is not None:
+                    rows_of = self.rows_of_key.setdefault(prompt_key(prompt), [])
+                    if (source, index) not in rows_of:
+                        rows_of.append((source, index))
+                out.append(prompt)
         return out
 
     def next_prompts(self, k: int) -> list[Prompt]:

@@ -84,11 +84,106 @@ def test_prompts_this_process_uses_are_counted_by_their_encoding_which_the_rollo
 
     for encode in (True, False):
         assert builder(n, encode)(sample, None) is not None and builder(n - 1, encode)(sample, None) is None
-    calls = []
-    real = type(processor).__call__
-    monkeypatch.setattr(type(processor), "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    calls = count_processor_calls(processor, monkeypatch)
     prompt = builder(n)(sample, None)
     assert calls == [1]
     assert len(PromptEncoder(processor)(prompt).input_ids) == n and calls == [1]  # the rollout's encode: cached
     assert builder(n, encode=False)(sample, None) is not None and calls == [1]
     assert PromptSource(cfg, processor).build.encode and not PromptSource(cfg, processor, ranks=2).build.encode
+
+
+def count_processor_calls(processor, monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = type(processor).__call__
+    monkeypatch.setattr(type(processor), "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    return calls
+
+
+def test_prompts_encoded_together_equal_each_prompt_encoded_alone(tiny_model, monkeypatch):
+    """One processor call on several prompts (images of different sizes, two images, none) gives every prompt the
+    same ids, token types, pixels (bitwise, same dtype) and grids as its own call; `PromptEncoder.many` encodes only
+    the prompts not encoded yet, in one call, and keeps them for later lookups."""
+    import torch
+
+    from spark_vl.models.encode import PromptEncoder, encode_prompt, encode_prompts
+
+    _, processor = tiny_model
+    prompts = [build_prompt(s) for s in synthetic_samples(2, seed=3)]
+    prompts += [build_prompt(Sample(uid=f"x{i}", problem=problem, answer="1", images=images)) for i, (problem, images)
+                in enumerate([("<image>Compare <image> these.", [Image.new("RGB", (100, 37), "red"),
+                                                                 Image.new("RGB", (300, 200), "blue")]),
+                              ("What is 2 + 2?", []),
+                              ("<image>How many?", [Image.new("RGB", (640, 480), "green")])])]
+    together, alone = encode_prompts(prompts, processor), [encode_prompt(p, processor) for p in prompts]
+    for t, a in zip(together, alone, strict=True):
+        assert t.input_ids == a.input_ids and t.mm_token_type_ids == a.mm_token_type_ids
+        if a.pixel_values is None:
+            assert t.pixel_values is None and t.image_grid_thw is None
+        else:
+            assert t.pixel_values.dtype == a.pixel_values.dtype and torch.equal(t.pixel_values, a.pixel_values)
+            assert torch.equal(t.image_grid_thw, a.image_grid_thw)
+    encoder = PromptEncoder(processor)
+    first = encoder(prompts[0])
+    calls = count_processor_calls(processor, monkeypatch)
+    got = encoder.many(prompts + prompts[1:2])
+    assert calls == [1] and got[0] is first and got[1] is got[-1]
+    assert [e.input_ids for e in got[:-1]] == [a.input_ids for a in alone]
+    assert encoder.many(prompts) == got[:-1] and calls == [1]
+
+
+def test_a_step_draws_what_drawing_row_by_row_draws_and_encodes_it_in_one_call(tmp_path, monkeypatch):
+    """The source draws each step's rows as a batch (their lengths counted by one processor call) yet keeps, skips
+    and counts exactly the rows that drawing, building and counting one row at a time would, in the same order:
+    rows too long (found only by the count) and empty rows are replaced by later draws, over several steps."""
+    import json
+
+    from spark_vl.config import load_config
+    from spark_vl.models.tiny import build_processor
+    from spark_vl.trainer.data import PromptSource
+
+    Image.new("RGB", (56, 56), "red").save(tmp_path / "red.png")
+    rows = [{"id": f"r{i}", "answer": "red", "images": ["red.png"],
+             "problem": "" if i % 7 == 3 else "<image>What colour?" + " really" * (80 if i % 5 == 1 else 0)}
+            for i in range(40)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, [f"data.train=[{tmp_path / 'd.jsonl'}]", "data.max_prompt_length=100"])
+    processor = build_processor("tiny-qwen2.5-vl")
+    source, one_by_one = PromptSource(cfg, processor), PromptSource(cfg, processor)
+    calls = count_processor_calls(processor, monkeypatch)
+    rounds = []
+    for k in (4, 4, 6, 5):
+        expected = []
+        while len(expected) < k:
+            source_index, index = one_by_one.sampler.next(None)
+            rows_, root = one_by_one.sources[source_index]
+            prompt = one_by_one.build(rows_[index], root)
+            if prompt is not None:
+                expected.append(prompt.uid)
+        too_long = source.skipped["prompt_too_long"]
+        del calls[:]
+        assert [p.uid for p in source.next_prompts(k)] == expected
+        rounds.append((len(calls), source.skipped["prompt_too_long"] - too_long))
+    # one processor call per round: one, plus at most one more per row found too long
+    assert all(1 <= n <= 1 + extra for n, extra in rounds) and (1, 0) in rounds, rounds
+    assert source.skipped == one_by_one.skipped and source.skipped["prompt_too_long"] > 0
+    assert source.skipped["empty_problem"] > 0 and source.build.examples == one_by_one.build.examples
+
+
+@pytest.mark.parametrize("problem", ["", "<image>What colour?" + " really" * 80])
+def test_a_source_with_no_usable_row_stops_with_an_error_naming_rows(tmp_path, problem):
+    """Empty rows (known when built) and rows too long (known only when counted) alike: after 50 + 10k unusable
+    draws in a row the source stops with an error that names rows, instead of drawing forever."""
+    import json
+
+    from spark_vl.config import load_config
+    from spark_vl.models.tiny import build_processor
+    from spark_vl.trainer.data import PromptSource
+
+    Image.new("RGB", (56, 56), "red").save(tmp_path / "red.png")
+    rows = [{"id": f"r{i}", "answer": "red", "images": ["red.png"], "problem": problem} for i in range(5)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, [f"data.train=[{tmp_path / 'd.jsonl'}]", "data.max_prompt_length=100"])
+    source = PromptSource(cfg, build_processor("tiny-qwen2.5-vl"))
+    with pytest.raises(ValueError, match=r"71 consecutive unusable rows: \[\('r"):
+        source.next_prompts(2)
+    assert sum(source.skipped.values()) == 71

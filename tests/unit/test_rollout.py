@@ -120,8 +120,10 @@ def _generate_reference(model, engine, rows, sampling, stop_ids, with_logprobs=F
 ], ids=["plain", "warped", "greedy"])
 def test_sampler_draws_exactly_what_transformers_generate_draws(tiny_model, sampling):
     """Same seed, same tokens as transformers.generate, with prompts prefilled once and shared by their rows, and
-    bitwise the same log-probs (so the decode loop's own KV cache and masks compute what generate's do); a frequent
-    token made a stop token ends rows early (kept, then padding), as generate does."""
+    the same log-probs (so the decode loop's own KV cache and masks compute what generate's do); a frequent token
+    made a stop token ends rows early (kept, then padding), as generate does. The log-probs are bitwise equal where
+    the CPU's matrix kernels give a row the same result in a batch of 3 prompts (ours, shared) as in one of 9
+    (generate's); on others (AVX2 here) the last bit of a prefill value can differ, so they are compared to 1e-6."""
     model, processor = tiny_model
     engine = make_engine(RolloutConfig(), model, processor)
     encoded = [encode_prompt(p, processor) for p in prompts(3)]
@@ -136,7 +138,8 @@ def test_sampler_draws_exactly_what_transformers_generate_draws(tiny_model, samp
         torch.manual_seed(3)
         reference, reference_logp = _generate_reference(model, engine, rows, sampling, stops, with_logprobs=True)
         for ours, theirs, lp, their_lp, stop in zip(tokens, reference, logprobs, reference_logp, stopped):
-            assert ours == theirs[: len(ours)] and lp == their_lp[: len(ours)]
+            assert ours == theirs[: len(ours)]
+            torch.testing.assert_close(torch.tensor(lp), torch.tensor(their_lp[: len(ours)]), rtol=0, atol=1e-6)
             assert stop == (ours[-1] in stops)
             assert all(t == engine.pad_id for t in theirs[len(ours):])  # generate pads a stopped row
     assert any(stopped)  # the frequent token did stop some rows
