@@ -17,6 +17,7 @@ interleaved too: the before/after of a change.
     python scripts/bench_step.py --steps 12 --rounds 3 --trl-python /tmp/trl/bin/python
     python scripts/bench_step.py --workload demo --before /tmp/before        # configs/demo_cpu.yaml as shipped
     python scripts/bench_step.py --workload spark-demo --before /tmp/before  # the SPARK demo, auxiliary phases too
+    python scripts/bench_step.py --draw 4    # one step's data: drawn together vs one row at a time, in one process
 """
 
 from __future__ import annotations
@@ -164,6 +165,35 @@ def run_trl(model: str, steps: int, out: Path) -> None:
                                "phases": {k: v[1:] for k, v in phases.items()}}))
 
 
+def bench_draw(k: int, repeats: int = 150) -> None:
+    """Seconds to draw and encode one step's `k` prompts of the demo data (`PromptSource.next_prompts`: encoded
+    together) against drawing, building and encoding one row at a time (what it did before), alternating in one
+    process; both draw the same rows (tested in tests/unit/test_prompts.py)."""
+    from spark_vl.config import load_config
+    from spark_vl.models.tiny import build_processor
+    from spark_vl.trainer.data import PromptSource
+
+    cfg, processor = load_config(ROOT / "configs/demo_cpu.yaml", []), build_processor("tiny-qwen2.5-vl")
+    together, alone = PromptSource(cfg, processor), PromptSource(cfg, processor)
+
+    def one_by_one() -> None:
+        kept = 0
+        while kept < k:
+            source, index = alone.sampler.next(None)
+            rows, root = alone.sources[source]
+            kept += alone.build(rows[index], root) is not None
+
+    times: dict[str, list[float]] = {"together": [], "one by one": []}
+    for _ in range(repeats):
+        for name, fn in (("together", lambda: together.next_prompts(k)), ("one by one", one_by_one)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    a, b = med(times["together"]), med(times["one by one"])
+    print(f"# {k} prompts of configs/demo_cpu.yaml drawn and encoded, median of {repeats}, {platform.machine()}, "
+          f"{date.today()}: together {a * 1e3:.2f} ms, one by one {b * 1e3:.2f} ms ({a / b:.2f})")
+
+
 # -- the driver ------------------------------------------------------------------------------------------------
 def spawn(python: str, worker: str, model: str, steps: int, workload: str, extra: list[str],
           source: str | None = None) -> dict:
@@ -193,9 +223,13 @@ def main() -> None:
     parser.add_argument("--before", default=None,
                         help="an earlier spark-vl checkout (git worktree add /tmp/before <commit>), measured "
                              "interleaved with this one")
+    parser.add_argument("--draw", type=int, default=0, metavar="K",
+                        help="only time drawing one step's K prompts: together vs one row at a time")
     parser.add_argument("--worker", choices=["spark", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.draw:
+        return bench_draw(args.draw)
     if args.worker == "spark":
         return run_spark(args.model, args.steps, args.workload, Path(args.out), args.set)
     if args.worker == "trl":
