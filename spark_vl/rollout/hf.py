@@ -177,7 +177,7 @@ class HFEngine:
                     if sampling.greedy:
                         token = scores.argmax(dim=-1)
                     else:
-                        token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+                        token = draw(torch.softmax(scores, dim=-1))
                     token = torch.where(done, self.pad_id, token)
                     sampled.append(token)
                     logprobs.append(torch.log_softmax(scores, dim=-1).gather(1, token.unsqueeze(1)).squeeze(1))
@@ -212,6 +212,8 @@ class HFEngine:
         if not sampled:
             return [[] for _ in range(B)], [[] for _ in range(B)], [False] * B
         tokens_BT, logp_BT = torch.stack(sampled, dim=1).cpu(), torch.stack(logprobs, dim=1).float().cpu()
+        if bool(logp_BT.isnan().any()):  # `draw`'s check, once: a NaN or inf score makes its row's log-probs NaN
+            raise RuntimeError(f"{NOT_FINITE}: the policy's scores were not finite while sampling")
         return ([tokens_BT[b, :n].tolist() for b, n in enumerate(lengths)],
                 [logp_BT[b, :n].tolist() for b, n in enumerate(lengths)], stopped.tolist())
 
@@ -226,6 +228,18 @@ class HFEngine:
             text = tok.decode(tail[b])
             hit[b] = any(s in text for s in stops)
         return hit
+
+
+NOT_FINITE = "probability tensor contains either `inf`, `nan` or element < 0"  # torch.multinomial's words
+
+
+def draw(probs_BV: torch.Tensor) -> torch.Tensor:
+    """One token per row of `probs_BV`, exactly as `torch.multinomial(probs_BV, 1)` draws it from the same random
+    stream: its one-sample path is the Gumbel-max trick, argmax(p / q) with q ~ Exp(1) (a test compares tokens and
+    the generator's state after). Without multinomial's validity checks (max, min and row sums, each read back to
+    the host, every decode step): `_sample` checks its log-probs once at the end instead, where any NaN or inf
+    score shows as a NaN log-prob of its row."""
+    return (probs_BV / torch.empty_like(probs_BV).exponential_()).argmax(dim=-1)
 
 
 class RoomyLayer(DynamicLayer):

@@ -36,7 +36,7 @@ from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_position
 from spark_vl.rewards import has_gold, score_groups
 from spark_vl.rewards.score import shape_overlong
 from spark_vl.rollout import RolloutEngine, make_engine
-from spark_vl.rollout.hf import max_over_ranks, vision_token_ids
+from spark_vl.rollout.hf import NOT_FINITE, max_over_ranks, vision_token_ids
 from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer import spo as spo_glue
@@ -301,8 +301,8 @@ class Trainer:
         engine.wake()
         try:
             groups = engine.generate(prompts, n, sampling or self.sampling())
-        except RuntimeError as err:  # torch.multinomial on NaN/inf probabilities: the weights have diverged
-            if "probability tensor contains" not in str(err):
+        except RuntimeError as err:  # sampling from NaN/inf probabilities: the weights have diverged
+            if NOT_FINITE not in str(err):
                 raise
             raise TrainingAborted(f"the policy's next-token probabilities are not finite at step {self.state.step + 1}"
                                   f" (its weights diverged): lower trainer.lr (now {self.cfg.trainer.lr:g}) or "

@@ -7,7 +7,7 @@ from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.models.encode import encode_prompt
 from spark_vl.rollout import make_engine
-from spark_vl.rollout.hf import RoomyLayer, make_room, vision_token_ids
+from spark_vl.rollout.hf import NOT_FINITE, RoomyLayer, draw, make_room, vision_token_ids
 from spark_vl.trainer.batch import Sequence, collate, response_values
 from spark_vl.types import SamplingParams
 
@@ -241,3 +241,40 @@ def test_prompt_encodings_are_shared_while_the_prompt_lives(tiny_qwen25, monkeyp
     del prompt
     gc.collect()
     assert key not in cache
+
+
+def test_draw_is_torch_multinomial_on_the_same_random_stream():
+    """Token for token what `torch.multinomial(p, 1)` draws for the same seed (peaked, flat and masked rows, ties of
+    zeros), and the generator is left where multinomial leaves it."""
+    for trial in range(200):
+        g = torch.Generator().manual_seed(trial)
+        scores = torch.randn(16, 64, generator=g) * (trial % 9 + 0.05)
+        if trial % 3 == 0:
+            scores[:, trial % 5 :: 4] = -float("inf")
+        probs = torch.softmax(scores, dim=-1)
+        torch.manual_seed(trial)
+        expected, after = torch.multinomial(probs, 1).squeeze(1), torch.rand(4)
+        torch.manual_seed(trial)
+        assert torch.equal(draw(probs), expected) and torch.equal(torch.rand(4), after)
+
+
+def test_non_finite_scores_stop_the_rollout_with_multinomials_message(tiny_qwen25):
+    """A NaN score (diverged weights) in any row, live or finished, at any step stops the rollout with the error the
+    loop turns into a clear abort, as torch.multinomial's own check did."""
+    model, processor = tiny_qwen25
+    engine = make_engine(RolloutConfig(), model, processor)
+    real, calls = engine._scores, []
+
+    def scores_with_nan(history, logits, sampling):
+        out = real(history, logits, sampling)
+        calls.append(1)
+        if len(calls) == 5:
+            out[2, 7] = float("nan")
+        return out
+
+    engine._scores = scores_with_nan
+    rows = [encode_prompt(p, processor) for p in prompts(2) for _ in range(2)]
+    with pytest.raises(RuntimeError, match=NOT_FINITE):
+        engine._sample(rows, SamplingParams(temperature=1.0, max_new_tokens=8))
+    engine._scores, calls[:] = real, []
+    assert len(engine._sample(rows, SamplingParams(temperature=1.0, max_new_tokens=8))[0]) == 4
