@@ -7,9 +7,11 @@ folder (`--model`; a builtin tiny model is first written to a folder with `save_
 
 With `--trl-python` (an interpreter that can import trl and spark_vl, e.g. a scratch virtualenv made with
 `python -m venv --system-site-packages /tmp/trl && /tmp/trl/bin/pip install trl==1.16.0`), the two run
-interleaved: `--rounds` rounds, each one spark-vl process and one TRL process of `--steps` steps (every other
-round in reverse order); the first step of every process is warm-up and not counted, and every step is timed end
-to end (from one logged step to the next: fetching data and logging included). Prints per-phase medians for
+interleaved: `--rounds` rounds, each one spark-vl process and one TRL process of `--steps` steps, loaded side by
+side and then taking turns one training step at a time (`Baton`: the waiting process is blocked on a pipe, so
+the machine's drift hits both alike; every other round the other framework steps first). The first step of every
+process is warm-up and not counted, and every step is timed end to end (from taking its turn to logging its row:
+fetching data and logging included). Prints per-phase medians for
 spark-vl, the step medians of both, completions per second and the ratio, overall and per round. `--before DIR`
 adds an earlier spark-vl checkout (`git worktree add DIR <commit>`), run from this script with `PYTHONPATH=DIR`,
 interleaved too: the before/after of a change.
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -62,19 +65,56 @@ def save_model(model: str, folder: Path) -> str:
     return str(folder)
 
 
-# -- workers: one process per measurement ------------------------------------------------------------------------
-def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str]) -> None:
+# -- workers: one process per framework and round, taking turns step by step -----------------------------------------
+class Baton:
+    """The processes of one round take turns, one training step each, while the others wait (blocked on a pipe,
+    using no CPU): the machine's drift (here up to +-30 % from one minute to the next) then hits every framework
+    alike. The token travels a ring of pipes; `spec` = "read,write,ready" file descriptors (None: a worker run on
+    its own, which never waits). A step is timed from taking the token to the end of the step."""
+
+    def __init__(self, spec: str | None):
+        self.read, self.write, self.ready = (int(x) for x in spec.split(",")) if spec else (None, None, None)
+        self.resumed = time.perf_counter()
+
+    def first(self) -> None:
+        """Loaded: say so, then wait for the first turn."""
+        if self.ready is not None:
+            os.write(self.ready, b"r")
+        self.take()
+
+    def take(self) -> None:
+        if self.read is not None:
+            os.read(self.read, 1)
+        self.resumed = time.perf_counter()
+
+    def give(self) -> None:
+        if self.write is not None:
+            os.write(self.write, b"t")
+
+    def lap(self, last: bool) -> float:
+        """The step that just ended, in seconds; then the others' turns (not after the last step: the process
+        finishes first, `give` when done, so its checkpoint and report disturb no one's step)."""
+        took = time.perf_counter() - self.resumed
+        if not last:
+            self.give()
+            self.take()
+        return took
+
+
+def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str], baton: Baton) -> None:
     from spark_vl.config import load_config
     from spark_vl.trainer.loop import train
     from spark_vl.trainer.metrics import MetricsLogger
 
-    ends: list[float] = []  # when each training step's row was logged: the end of its whole cycle
+    laps: list[float] = []  # each training step's whole cycle: drawing its prompts to logging its row
     log = MetricsLogger.log
 
     def timed_log(self, step, metrics):
         log(self, step, metrics)
-        if step >= 1:
-            ends.append(time.perf_counter())
+        if step == 0:  # the evaluation row, logged before the first step
+            baton.first()
+        else:
+            laps.append(baton.lap(last=step == steps))
 
     MetricsLogger.log = timed_log
     config, overrides = WORKLOADS[workload]
@@ -85,9 +125,10 @@ def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str]
             "logging.tensorboard=false", *overrides, *extra,
         ])
         rows = [json.loads(line) for line in (train(cfg) / "metrics.jsonl").read_text().splitlines()]
+    baton.give()
     rows = [r for r in rows if r["step"] > 1]  # step 0 is the evaluation row, step 1 the warm-up
     out.write_text(json.dumps({
-        "step": [b - a for a, b in zip(ends, ends[1:])],  # end to end: sampling prompts to logging, all included
+        "step": laps[1:],  # end to end: sampling prompts to logging, all included
         "inside": [r["time/step"] for r in rows],
         "phases": {p: [r[f"time/{p}"] for r in rows if f"time/{p}" in r]
                    for p in ("rollout", "reward", "logprobs", "update", "aux/rollout", "aux/reward", "aux/logprobs",
@@ -97,7 +138,7 @@ def run_spark(model: str, steps: int, workload: str, out: Path, extra: list[str]
     }))
 
 
-def run_trl(model: str, steps: int, out: Path) -> None:
+def run_trl(model: str, steps: int, out: Path, baton: Baton) -> None:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -120,14 +161,21 @@ def run_trl(model: str, steps: int, out: Path) -> None:
 
     class Clock(TrainerCallback):  # both clocks: inside the step (begin to end) and end to end (whole cycle)
         def __init__(self):
-            self.inside, self.ends, self.t0 = [], [], 0.0
+            self.inside, self.laps, self.t0, self.logged = [], [], 0.0, 0
+
+        def on_train_begin(self, args, state, control, **kw):
+            baton.first()
 
         def on_step_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            self.ends.append(time.perf_counter())
-            self.inside.append(self.ends[-1] - self.t0)
+            self.inside.append(time.perf_counter() - self.t0)
+
+        def on_log(self, args, state, control, **kw):  # after on_step_end: a step's cycle ends with its log
+            if state.global_step > self.logged:  # (the run's closing summary logs the last step again)
+                self.logged = state.global_step
+                self.laps.append(baton.lap(last=state.global_step == steps))
 
     # TRL's own phases, timed around its methods: generation, rewards, the no-grad reference pass (the old-log-prob
     # pass is skipped on-policy, as in spark-vl), and the update (loss forward + backward + optimizer step).
@@ -159,8 +207,9 @@ def run_trl(model: str, steps: int, out: Path) -> None:
         )
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, callbacks=[clock])
         trainer.train()
+        baton.give()
         lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    out.write_text(json.dumps({"step": [b - a for a, b in zip(clock.ends, clock.ends[1:])],
+    out.write_text(json.dumps({"step": clock.laps[1:],
                                "inside": clock.inside[1:], "length": lengths[1:],
                                "phases": {k: v[1:] for k, v in phases.items()}}))
 
@@ -195,17 +244,42 @@ def bench_draw(k: int, repeats: int = 150) -> None:
 
 
 # -- the driver ------------------------------------------------------------------------------------------------
-def spawn(python: str, worker: str, model: str, steps: int, workload: str, extra: list[str],
-          source: str | None = None) -> dict:
-    """One measuring process; `source`: a checkout whose spark_vl is imported instead of this one's."""
-    env = {**os.environ, **({"PYTHONPATH": source} if source else {})}
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+def run_round(jobs: list[tuple[str, str, str | None]], model: str, steps: int, workload: str,
+              extra: list[str]) -> list[dict]:
+    """One process per job (interpreter, worker, checkout or None), all loaded at once, then taking turns step by step
+    (`Baton`, the first job first); their results in job order."""
+    ring = [os.pipe() for _ in jobs]  # job i takes the token from ring[i] and gives it to ring[i + 1]
+    ready_r, ready_w = os.pipe()
+    procs, outs, logs = [], [], []
+    for i, (python, worker, source) in enumerate(jobs):
+        fds = (ring[i][0], ring[(i + 1) % len(jobs)][1], ready_w)
+        outs.append(tempfile.NamedTemporaryFile(suffix=".json"))
+        logs.append(tempfile.TemporaryFile(mode="w+"))
         cmd = [python, __file__, "--worker", worker, "--model", model, "--steps", str(steps), "--workload", workload,
-               "--out", f.name, *(["--set", *extra] if extra else [])]
-        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        if done.returncode:
-            sys.exit(f"{worker} worker failed:\n{done.stderr[-3000:]}")
-        return json.loads(Path(f.name).read_text())
+               "--out", outs[-1].name, "--baton", ",".join(map(str, fds)), *(["--set", *extra] if extra else [])]
+        env = {**os.environ, **({"PYTHONPATH": source} if source else {})}
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logs[-1], env=env, pass_fds=fds))
+    ready, started, running = 0, False, True
+    while running:
+        running = any(p.poll() is None for p in procs)
+        failed = [i for i, p in enumerate(procs) if p.returncode]
+        if failed:
+            for p in procs:
+                p.kill()
+            logs[failed[0]].seek(0)
+            sys.exit(f"{jobs[failed[0]][1]} worker failed:\n{logs[failed[0]].read()[-3000:]}")
+        if not running:
+            break
+        if not started and select.select([ready_r], [], [], 0.5)[0]:
+            ready += len(os.read(ready_r, len(jobs)))
+            if ready == len(jobs):  # all loaded: the first job's first turn
+                os.write(ring[0][1], b"t")
+                started = True
+        elif started:
+            time.sleep(0.5)
+    for fd in [ready_r, ready_w, *(fd for pair in ring for fd in pair)]:
+        os.close(fd)
+    return [json.loads(Path(f.name).read_text()) for f in outs]
 
 
 def med(values: list[float]) -> float:
@@ -227,13 +301,14 @@ def main() -> None:
                         help="only time drawing one step's K prompts: together vs one row at a time")
     parser.add_argument("--worker", choices=["spark", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--baton", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.draw:
         return bench_draw(args.draw)
     if args.worker == "spark":
-        return run_spark(args.model, args.steps, args.workload, Path(args.out), args.set)
+        return run_spark(args.model, args.steps, args.workload, Path(args.out), args.set, Baton(args.baton))
     if args.worker == "trl":
-        return run_trl(args.model, args.steps, Path(args.out))
+        return run_trl(args.model, args.steps, Path(args.out), Baton(args.baton))
     trl = args.trl_python if args.workload == "issue17" else None
 
     import torch
@@ -241,15 +316,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = save_model(args.model, Path(tmp) / "model")
         spark, other, before = [], [], []
-        jobs = [(spark, lambda: spawn(sys.executable, "spark", model, args.steps, args.workload, args.set))]
+        jobs = [(spark, (sys.executable, "spark", None))]
         if trl:
-            jobs.append((other, lambda: spawn(trl, "trl", model, args.steps, args.workload, [])))
+            jobs.append((other, (trl, "trl", None)))
         if args.before:
-            jobs.append((before, lambda: spawn(sys.executable, "spark", model, args.steps, args.workload, args.set,
-                                               args.before)))
-        for i in range(args.rounds):  # every other round in reverse order: no framework always runs first
-            for results, job in jobs if i % 2 == 0 else jobs[::-1]:
-                results.append(job())
+            jobs.append((before, (sys.executable, "spark", args.before)))
+        for i in range(args.rounds):  # every other round in reverse order: no framework always steps first
+            order = jobs if i % 2 == 0 else jobs[::-1]
+            for (results, _), result in zip(order, run_round([job for _, job in order], model, args.steps,
+                                                                  args.workload, args.set)):
+                results.append(result)
     if trl:
         version = subprocess.run([trl, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True)
     flat = lambda runs, key: [x for r in runs for x in r[key]]  # noqa: E731
@@ -269,8 +345,9 @@ def main() -> None:
     print("| mean response length | " + " | ".join(f"{med(flat(rs, 'length')):.1f}" for rs in runs.values()) + " |")
     s = steps["spark-vl"]
     if before:
-        print(f"spark-vl step time now / before: {s / list(steps.values())[1]:.2f} (per round: " + ", ".join(
-            f"{med(r['step']) / med(b['step']):.2f}" for r, b in zip(spark, before)) + ")")
+        rounds = [med(r["step"]) / med(b["step"]) for r, b in zip(spark, before)]
+        print(f"spark-vl step time now / before: {med(rounds):.2f}, the median of the rounds' ratios (per round: "
+              + ", ".join(f"{x:.2f}" for x in rounds) + f"; all steps pooled {s / list(steps.values())[1]:.2f})")
     if trl:
         t = med(flat(other, "step"))
         print(f"TRL {version.stdout.strip()} GRPOTrainer: {t:.3f} s/step ({per_step / t:.0f} completions/s, "
@@ -279,12 +356,12 @@ def main() -> None:
             f"{k} {med([x for r in other for x in r['phases'][k]]):.3f}" for k in other[0]["phases"]) +
             f", rest (loss forward, backward, optimizer, bookkeeping) "
             f"{t - sum(med([x for r in other for x in r['phases'][k]]) for k in other[0]['phases']):.3f}")
-        print(f"spark-vl / TRL completions per second: {t / s:.2f}x (steps timed end to end; inside the step alone, "
-              f"without fetching data and logging: spark-vl {med(flat(spark, 'inside')):.3f}, "
-              f"TRL {med(flat(other, 'inside')):.3f} s)")
-        # Each round's pair ran back to back: its ratio is the least disturbed by the machine's drift.
+        # Within a round the two took turns step by step: its ratio is the least disturbed by the machine's drift.
         rounds = [med(o["step"]) / med(r["step"]) for r, o in zip(spark, other)]
-        print("per round: " + ", ".join(f"{x:.2f}x" for x in rounds))
+        print(f"spark-vl / TRL completions per second: {med(rounds):.2f}x, the median of the rounds' ratios (per "
+              "round: " + ", ".join(f"{x:.2f}x" for x in rounds) + f"; all steps pooled {t / s:.2f}x; steps timed "
+              f"end to end; inside the step alone, without fetching data and logging: spark-vl "
+              f"{med(flat(spark, 'inside')):.3f}, TRL {med(flat(other, 'inside')):.3f} s)")
 
 
 if __name__ == "__main__":

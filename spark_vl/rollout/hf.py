@@ -3,8 +3,9 @@
 Each prompt is encoded once (`spark_vl.models.encode`) and prefilled once: its n rows share the prefill's KV cache,
 copied to every row (`reorder_cache`), so the vision tower and the prompt run once per prompt, not n times. Then
 one forward pass per new token on the whole chunk (`generation_batch_size` rows), sampled exactly as
-`transformers.generate` samples (the same logits processors in the same order, `torch.multinomial` on the
-softmax: the same tokens for the same seed, a test checks it), without its per-step bookkeeping; the KV cache has
+`transformers.generate` samples (the same logits processors in the same order, then `draw`: `torch.multinomial`'s
+own draw on the softmax, without its per-step checks; the same tokens for the same seed, tests check both), without
+its per-step bookkeeping; the KV cache has
 room for every new token from the start (`RoomyLayer`: written in place, not concatenated each step). The log-prob of
 every sampled token is read from the final (warped) scores, so the recorded behaviour log-probs are the
 distribution each token was drawn from. M-RoPE positions are computed once per prompt (`attach_positions`, the
