@@ -52,16 +52,18 @@ def encode_prompt(prompt: Prompt, processor, text: str | None = None) -> Encoded
     return EncodedPrompt(ids, mm, enc.get("pixel_values"), enc.get("image_grid_thw"))
 
 
-def encode_prompts(prompts: list[Prompt], processor) -> list[EncodedPrompt]:
-    """`encode_prompt` of each prompt, from one processor call on all of them (padded, then each row's real tokens
-    and its images' patches taken back out): the same values, a test compares them bitwise, without the processor's
-    per-call overhead (merging its keyword arguments, validating, building outputs: ~1 ms a call on a small image).
-    The images of a batch are one flat list in prompt order, as the processor matches them to image tokens."""
+def encode_prompts(prompts: list[Prompt], processor, texts: list[str] | None = None) -> list[EncodedPrompt]:
+    """`encode_prompt` of each prompt (with its text from `texts`, if given), from one processor call on all of them
+    (padded, then each row's real tokens and its images' patches taken back out): the same values, a test compares
+    them bitwise, without the processor's per-call overhead (merging its keyword arguments, validating, building
+    outputs: ~1 ms a call on a small image). The images of a batch are one flat list in prompt order, as the
+    processor matches them to image tokens."""
+    texts = texts or [render(p, processor) for p in prompts]
     if len(prompts) < 2 or processor.tokenizer.pad_token_id is None:
-        return [encode_prompt(p, processor) for p in prompts]
+        return [encode_prompt(p, processor, text=t) for p, t in zip(prompts, texts, strict=True)]
     images = [image for p in prompts for image in p.images]
-    enc = processor(text=[render(p, processor) for p in prompts], images=images or None, return_tensors="pt",
-                    padding=True, return_mm_token_type_ids=True)
+    enc = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
+                    return_mm_token_type_ids=True)
     real = enc["attention_mask"].bool()
     grids = enc.get("image_grid_thw")
     patch_ends = grids.prod(-1).cumsum(0).tolist() if grids is not None else []

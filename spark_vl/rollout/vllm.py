@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from spark_vl.config import RolloutConfig
-from spark_vl.models.encode import EncodedPrompt, encode_prompt
+from spark_vl.models.encode import EncodedPrompt, PromptEncoder
 from spark_vl.rollout.hf import vision_token_ids
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
@@ -379,7 +379,7 @@ class VLLMEngine:
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[RolloutGroup]:
         asleep = self.sleep_level and not self._awake
         self.wake()
-        encoded = [encode_prompt(p, self.processor) for p in prompts]
+        encoded = PromptEncoder(self.processor).many(prompts)  # drawn prompts come encoded; the rest in one call
         requests = [self._request(p, e) for p, e in zip(prompts, encoded)]
         mine = slice(0, len(requests))
         if self._tp_group is not None:  # ranks of one TP group must send identical requests

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from spark_vl.models.encode import encode_prompt, pad_prompts, render, vision_filler
+from spark_vl.models.encode import encode_prompts, pad_prompts, render, vision_filler
 from spark_vl.spark.templates import Template, load_templates, make_aux_prompt
 from spark_vl.types import Prompt
 
@@ -176,10 +176,8 @@ def verdict_logits(model, processor, rows: list[tuple[Prompt, str, int, int, int
     image). Differentiable: no grad mode is set here."""
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    encoded = []
-    for prompt, text, drop, _, _ in rows:
-        enc = encode_prompt(prompt, processor, text=text)
-        encoded.append(enc.truncated(len(enc.input_ids) - drop))
+    encoded = [enc.truncated(len(enc.input_ids) - row[2])  # one processor call for every row
+               for enc, row in zip(encode_prompts([r[0] for r in rows], processor, [r[1] for r in rows]), rows)]
     if lockstep and all(e.pixel_values is None for e in encoded):
         encoded.append(vision_filler(processor))
     device = next(model.parameters()).device
