@@ -259,24 +259,25 @@ def run_round(jobs: list[tuple[str, str, str | None]], model: str, steps: int, w
                "--out", outs[-1].name, "--baton", ",".join(map(str, fds)), *(["--set", *extra] if extra else [])]
         env = {**os.environ, **({"PYTHONPATH": source} if source else {})}
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logs[-1], env=env, pass_fds=fds))
-    ready, started, running = 0, False, True
-    while running:
-        running = any(p.poll() is None for p in procs)
-        failed = [i for i, p in enumerate(procs) if p.returncode]
+
+    def stop_on_failure() -> None:
+        failed = [i for i, p in enumerate(procs) if p.poll()]
         if failed:
             for p in procs:
                 p.kill()
             logs[failed[0]].seek(0)
             sys.exit(f"{jobs[failed[0]][1]} worker failed:\n{logs[failed[0]].read()[-3000:]}")
-        if not running:
-            break
-        if not started and select.select([ready_r], [], [], 0.5)[0]:
+
+    ready = 0
+    while ready < len(jobs):  # every process loaded and waiting for its first turn
+        stop_on_failure()
+        if select.select([ready_r], [], [], 0.5)[0]:
             ready += len(os.read(ready_r, len(jobs)))
-            if ready == len(jobs):  # all loaded: the first job's first turn
-                os.write(ring[0][1], b"t")
-                started = True
-        elif started:
-            time.sleep(0.5)
+    os.write(ring[0][1], b"t")  # the first job's first turn
+    while any(p.poll() is None for p in procs):
+        stop_on_failure()
+        time.sleep(0.5)
+    stop_on_failure()
     for fd in [ready_r, ready_w, *(fd for pair in ring for fd in pair)]:
         os.close(fd)
     return [json.loads(Path(f.name).read_text()) for f in outs]
