@@ -176,8 +176,9 @@ def verdict_logits(model, processor, rows: list[tuple[Prompt, str, int, int, int
     image). Differentiable: no grad mode is set here."""
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    encoded = [enc.truncated(len(enc.input_ids) - row[2])  # one processor call for every row
-               for enc, row in zip(encode_prompts([r[0] for r in rows], processor, [r[1] for r in rows]), rows)]
+    prompts, texts, drops = ([row[i] for row in rows] for i in range(3))
+    encoded = [enc.truncated(len(enc.input_ids) - drop)  # one processor call for every row
+               for enc, drop in zip(encode_prompts(prompts, processor, texts), drops)]
     if lockstep and all(e.pixel_values is None for e in encoded):
         encoded.append(vision_filler(processor))
     device = next(model.parameters()).device

@@ -102,8 +102,8 @@ def count_processor_calls(processor, monkeypatch) -> list[int]:
 def test_prompts_encoded_together_equal_each_prompt_encoded_alone(tiny_model, monkeypatch):
     """One processor call on several prompts (images of different sizes, two images, none; rendered or with given
     texts, as the judge pre-fills answers) gives every prompt the same ids, token types, pixels (bitwise, same
-    dtype) and grids as its own call; `PromptEncoder.many` encodes only
-    the prompts not encoded yet, in one call, and keeps them for later lookups."""
+    dtype) and grids as its own call; `PromptEncoder.many` encodes only the prompts not encoded yet, in one call,
+    and keeps them for later lookups."""
     import torch
 
     from spark_vl.models.encode import PromptEncoder, encode_prompt, encode_prompts
@@ -116,11 +116,12 @@ def test_prompts_encoded_together_equal_each_prompt_encoded_alone(tiny_model, mo
                               ("What is 2 + 2?", []),
                               ("<image>How many?", [Image.new("RGB", (640, 480), "green")])])]
     texts = [render(p, processor) + f"The answer is {i}." for i, p in enumerate(prompts)]  # pre-filled (the judge)
-    pairs = [(encode_prompts(prompts, processor), [encode_prompt(p, processor) for p in prompts]),
-             (encode_prompts(prompts, processor, texts),
-              [encode_prompt(p, processor, t) for p, t in zip(prompts, texts, strict=True)])]
-    assert pairs[1][1][0].input_ids[: len(pairs[0][1][0].input_ids)] == pairs[0][1][0].input_ids
-    for t, a in ((t, a) for together, alone in pairs for t, a in zip(together, alone, strict=True)):
+    alone = [encode_prompt(p, processor) for p in prompts]
+    alone_with_texts = [encode_prompt(p, processor, t) for p, t in zip(prompts, texts, strict=True)]
+    assert alone_with_texts[0].input_ids[: len(alone[0].input_ids)] == alone[0].input_ids
+    pairs = [(encode_prompts(prompts, processor), alone),
+             (encode_prompts(prompts, processor, texts), alone_with_texts)]
+    for t, a in ((t, a) for together, each in pairs for t, a in zip(together, each, strict=True)):
         assert t.input_ids == a.input_ids and t.mm_token_type_ids == a.mm_token_type_ids
         if a.pixel_values is None:
             assert t.pixel_values is None and t.image_grid_thw is None
@@ -132,7 +133,7 @@ def test_prompts_encoded_together_equal_each_prompt_encoded_alone(tiny_model, mo
     calls = count_processor_calls(processor, monkeypatch)
     got = encoder.many(prompts + prompts[1:2])
     assert calls == [1] and got[0] is first and got[1] is got[-1]
-    assert [e.input_ids for e in got[:-1]] == [a.input_ids for a in pairs[0][1]]
+    assert [e.input_ids for e in got[:-1]] == [a.input_ids for a in alone]
     assert encoder.many(prompts) == got[:-1] and calls == [1]
 
 
