@@ -178,6 +178,30 @@ def _remember(golds: set[str], gold: str) -> None:
         golds.add(gold)
 
 
+# The worker's replies, by (prediction, gold): the rollouts of a group often end in the same answer, and a prompt comes
+# back every epoch, so each distinct pair is sent once (a comparison depends on the two strings alone). Failures are
+# not kept. The oldest reply goes first when full.
+_replies: dict[tuple[str, str], dict] = {}
+_replies_lock = threading.Lock()
+_MAX_REPLIES = 50_000
+
+
+def _symbolic_reply(pred: str, gold: str, timeout_s: float) -> dict | None:
+    """`symbolic_compare`, remembered."""
+    key = (pred, gold)
+    with _replies_lock:
+        reply = _replies.get(key)
+    if reply is not None:
+        return reply
+    reply = symbolic_compare(pred, gold, timeout_s)
+    if reply is not None:
+        with _replies_lock:
+            if len(_replies) >= _MAX_REPLIES:
+                del _replies[next(iter(_replies))]
+            _replies[key] = reply
+    return reply
+
+
 _MATHY_RE = re.compile(r"[0-9\\π√∞^]|pi|sqrt|inf")
 # A purely numeric power tower (9^{9^{9^{9}}}) makes sympy build an astronomically large integer: it would only
 # ever end in the time limit and a worker restart, so it is refused up front.
@@ -209,7 +233,7 @@ def _check_symbolic(
 ) -> Check:
     if gold in _slow_golds:
         return Check(False, "slow-gold", f"gold {gold[:200]!r} alone exceeds the symbolic time limit")
-    reply = symbolic_compare(pred, gold, timeout_s)
+    reply = _symbolic_reply(pred, gold, timeout_s)
     if reply is None:
         if worker().disabled:
             return Check(False, "symbolic-off")

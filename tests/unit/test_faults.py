@@ -130,6 +130,37 @@ def test_a_prediction_timeout_does_not_condemn_its_gold(monkeypatch):
     assert calls == ["9^{9^{x}}", "0", "9^{9^{y}}"]  # the gold is probed once, found fine, and kept
 
 
+def test_each_prediction_gold_pair_goes_to_the_worker_once(monkeypatch):
+    """A group's repeated answers are compared once; a failed comparison (here a timeout) is not remembered."""
+    calls = []
+
+    def compare(pred, gold, timeout_s):
+        calls.append(pred)
+        if pred == "q^{3}" and calls.count(pred) == 1:
+            return None  # the first try hits the limit
+        return {"equal": pred == "p^{2}", "gold_ok": True}
+
+    monkeypatch.setattr(verify_module, "symbolic_compare", compare)
+    monkeypatch.setattr(verify_module, "_replies", {})
+    gold = "p \\cdot p"
+    checks = [check(pred, gold) for pred in ("p^{2}", "p^{3}", "p^{2}", "p^{3}", "q^{3}", "q^{3}", "q^{3}")]
+    assert [c.correct for c in checks] == [True, False, True, False, False, False, False]
+    assert [c.layer for c in checks[4:]] == ["symbolic-timeout", "symbolic", "symbolic"]
+    assert calls == ["p^{2}", "p^{3}", "q^{3}", "0", "q^{3}"]  # "0": the gold's probe after the timeout
+
+
+def test_remembered_replies_are_bounded(monkeypatch):
+    calls = []
+    monkeypatch.setattr(verify_module, "symbolic_compare",
+                        lambda pred, gold, timeout_s: calls.append(pred) or {"equal": False, "gold_ok": True})
+    monkeypatch.setattr(verify_module, "_replies", {})
+    monkeypatch.setattr(verify_module, "_MAX_REPLIES", 2)
+    for pred in ("a^{2}", "b^{2}", "c^{2}", "b^{2}", "c^{2}", "a^{2}"):
+        assert not verify(pred, "x^{2}")
+    assert calls == ["a^{2}", "b^{2}", "c^{2}", "a^{2}"]  # a^{2} went first when c^{2} came
+    assert list(verify_module._replies) == [("c^{2}", "x^{2}"), ("a^{2}", "x^{2}")]
+
+
 # ------------------------------------------------------------------------------------- 3. one bad text row = one row
 
 
