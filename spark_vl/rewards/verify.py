@@ -180,25 +180,24 @@ def _remember(golds: set[str], gold: str) -> None:
 
 # The worker's replies, by (prediction, gold): the rollouts of a group often end in the same answer, and a prompt comes
 # back every epoch, so each distinct pair is sent once (a comparison depends on the two strings alone). Failures are
-# not kept. The oldest reply goes first when full.
+# not kept. The oldest reply goes first when full. Single dict operations only (atomic under the GIL): no lock, so
+# nothing for a forked child to inherit held.
 _replies: dict[tuple[str, str], dict] = {}
-_replies_lock = threading.Lock()
 _MAX_REPLIES = 50_000
 
 
 def _symbolic_reply(pred: str, gold: str, timeout_s: float) -> dict | None:
     """`symbolic_compare`, remembered."""
-    key = (pred, gold)
-    with _replies_lock:
-        reply = _replies.get(key)
-    if reply is not None:
-        return reply
-    reply = symbolic_compare(pred, gold, timeout_s)
-    if reply is not None:
-        with _replies_lock:
+    reply = _replies.get((pred, gold))
+    if reply is None:
+        reply = symbolic_compare(pred, gold, timeout_s)
+        if reply is not None:
             if len(_replies) >= _MAX_REPLIES:
-                del _replies[next(iter(_replies))]
-            _replies[key] = reply
+                try:
+                    del _replies[next(iter(_replies))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass  # another thread changed the dict meanwhile (and made room itself)
+            _replies[(pred, gold)] = reply
     return reply
 
 
