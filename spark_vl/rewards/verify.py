@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from spark_vl.rewards.choices import LETTERS, gold_letters, pred_letters
 from spark_vl.rewards.extract import extract_answer
@@ -56,6 +56,7 @@ class Check:
     layer: str
     gold_error: str | None = None
     timeouts: int = 0  # symbolic comparisons that hit the time limit (the worker was killed)
+    symbolic_calls: int = 0  # comparisons sent to the symbolic worker (a remembered reply sends none)
 
 
 def comparison_problem(precision: object, tolerance: object) -> str | None:
@@ -186,19 +187,20 @@ _replies: dict[tuple[str, str], dict] = {}
 _MAX_REPLIES = 50_000
 
 
-def _symbolic_reply(pred: str, gold: str, timeout_s: float) -> dict | None:
-    """`symbolic_compare`, remembered."""
+def _symbolic_reply(pred: str, gold: str, timeout_s: float) -> tuple[dict | None, bool]:
+    """`symbolic_compare`, remembered: (the reply, whether it was sent to the worker)."""
     reply = _replies.get((pred, gold))
-    if reply is None:
-        reply = symbolic_compare(pred, gold, timeout_s)
-        if reply is not None:
-            if len(_replies) >= _MAX_REPLIES:
-                try:
-                    del _replies[next(iter(_replies))]
-                except (KeyError, RuntimeError, StopIteration):
-                    pass  # another thread changed the dict meanwhile (and made room itself)
-            _replies[(pred, gold)] = reply
-    return reply
+    if reply is not None:
+        return reply, False
+    reply = symbolic_compare(pred, gold, timeout_s)
+    if reply is not None:
+        if len(_replies) >= _MAX_REPLIES:
+            try:
+                del _replies[next(iter(_replies))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass  # another thread changed the dict meanwhile (and made room itself)
+        _replies[(pred, gold)] = reply
+    return reply, True
 
 
 _MATHY_RE = re.compile(r"[0-9\\π√∞^]|pi|sqrt|inf")
@@ -232,19 +234,25 @@ def _check_symbolic(
 ) -> Check:
     if gold in _slow_golds:
         return Check(False, "slow-gold", f"gold {gold[:200]!r} alone exceeds the symbolic time limit")
-    reply = _symbolic_reply(pred, gold, timeout_s)
+    reply, sent = _symbolic_reply(pred, gold, timeout_s)
     if reply is None:
         if worker().disabled:
             return Check(False, "symbolic-off")
-        timeouts = 1
+        timeouts = calls = 1
         if gold not in _fast_golds:
             # Was it the prediction or the gold? Compare the gold with a plain 0 once (with itself math-verify may
             # short-cut); a gold that times out there (9^{9^{9}}) would cost every rollout of its sample a full
             # time limit, every step, so it is never sent again.
             probe = symbolic_compare("0", gold, timeout_s)
-            timeouts += probe is None
+            timeouts, calls = timeouts + (probe is None), calls + 1
             _remember(_slow_golds if probe is None else _fast_golds, gold)
-        return Check(False, "symbolic-timeout", timeouts=timeouts)
+        return Check(False, "symbolic-timeout", timeouts=timeouts, symbolic_calls=calls)
+    return replace(_read_reply(reply, gold, p_num, g_num, precision, tolerance), symbolic_calls=int(sent))
+
+
+def _read_reply(reply: dict, gold: str, p_num: Number | None, g_num: Number | None, precision: int | None,
+                tolerance: float | None) -> Check:
+    """The verdict on the worker's reply: math-verify's, or the number rules on both sides' values."""
     if not reply.get("gold_ok", True):
         return Check(False, "symbolic", f"math-verify could not parse gold {gold[:200]!r}")
     p_val = _symbolic_number(reply.get("pred_value"), p_num)

@@ -112,6 +112,7 @@ def test_verifier_timeouts_are_counted_and_a_slow_gold_is_not_retried(monkeypatc
     # first rollout: its comparison and the probe of the gold alone; the other three are not sent
     assert len(calls) == 2 and calls[1] == ("0", gold)
     assert reduced["reward/verifier_timeouts"] == 2.0
+    assert reduced["reward/symbolic_comparisons"] == 2.0
     assert all(r.reward.parts["accuracy"] == 0.0 for r in groups[0].rollouts)
     assert check("\\sqrt{x+1}", gold).layer == "slow-gold"
 
@@ -142,11 +143,36 @@ def test_each_prediction_gold_pair_goes_to_the_worker_once(monkeypatch):
 
     monkeypatch.setattr(verify_module, "symbolic_compare", compare)
     monkeypatch.setattr(verify_module, "_replies", {})
+    monkeypatch.setattr(verify_module, "_fast_golds", set())
     gold = "p \\cdot p"
     checks = [check(pred, gold) for pred in ("p^{2}", "p^{3}", "p^{2}", "p^{3}", "q^{3}", "q^{3}", "q^{3}")]
     assert [c.correct for c in checks] == [True, False, True, False, False, False, False]
     assert [c.layer for c in checks[4:]] == ["symbolic-timeout", "symbolic", "symbolic"]
+    assert [c.symbolic_calls for c in checks] == [1, 1, 0, 0, 2, 1, 0]  # the timeout's 2: the gold's probe too
     assert calls == ["p^{2}", "p^{3}", "q^{3}", "0", "q^{3}"]  # "0": the gold's probe after the timeout
+
+
+def test_a_step_counts_the_comparisons_its_worker_ran(monkeypatch):
+    """A group whose 4 rollouts give 2 distinct answers costs 2 comparisons, and the step's metric says so."""
+    from spark_vl.trainer.metrics import Means, record_group_metrics
+
+    calls = []
+
+    def compare(pred, gold, timeout_s):
+        calls.append(pred)
+        return {"equal": pred == "\\sqrt{r}", "gold_ok": True}
+
+    monkeypatch.setattr(verify_module, "symbolic_compare", compare)
+    monkeypatch.setattr(verify_module, "_replies", {})
+    answers = ["\\sqrt{r}", "r^{1/3}", "\\sqrt{r}", "\\sqrt{r}"]
+    groups = [_group("r^{1/2}", [f"so \\boxed{{{a}}}" for a in answers])]
+    score_groups(groups, RewardConfig())
+    metrics = Means()
+    record_group_metrics(groups, "", metrics)
+    assert calls == ["\\sqrt{r}", "r^{1/3}"]
+    assert [r.reward.parts["accuracy"] for r in groups[0].rollouts] == [1.0, 0.0, 1.0, 1.0]
+    assert [r.reward.verifier_symbolic for r in groups[0].rollouts] == [1, 1, 0, 0]
+    assert metrics.reduce("cpu")["reward/symbolic_comparisons"] == 2.0
 
 
 def test_remembered_replies_are_bounded(monkeypatch):
