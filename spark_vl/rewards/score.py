@@ -324,8 +324,8 @@ def score_groups(
     for r, a in zip(judged, answers, strict=True):
         p = probs.get(id(r), 0.0)
         if has_gold(r):
-            r.reward = RewardOutput((1.0 - m) * r.reward.overall + m * p, {**r.reward.parts, "judge": p},
-                                    r.reward.extracted)
+            r.reward = dataclasses.replace(r.reward, overall=(1.0 - m) * r.reward.overall + m * p,
+                                           parts={**r.reward.parts, "judge": p})  # the verifier's counts kept
         else:
             r.reward = RewardOutput(cfg.judge_weight * p, {"judge": p}, a)
 

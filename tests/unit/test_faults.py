@@ -175,6 +175,17 @@ def test_a_step_counts_the_comparisons_its_worker_ran(monkeypatch):
     assert metrics.reduce("cpu")["reward/symbolic_comparisons"] == 2.0
 
 
+def test_the_judge_mix_keeps_the_verifiers_counts(monkeypatch):
+    """Mixing the judge into a verified reward keeps what the verifier spent (before: its timeouts were dropped)."""
+    monkeypatch.setattr(verify_module, "symbolic_compare", lambda pred, gold, timeout_s: None)
+    monkeypatch.setattr(verify_module, "_slow_golds", set())
+    groups = [_group("\\sqrt{x^{7}}+q", ["\\boxed{\\sqrt{x+1}}"])]
+    score_groups(groups, RewardConfig(judge_mix=0.5), lambda prompts, answers: [0.5] * len(answers))
+    reward = groups[0].rollouts[0].reward
+    assert reward.overall == 0.25 and reward.parts == {"accuracy": 0.0, "format": 1.0, "judge": 0.5}
+    assert (reward.verifier_timeouts, reward.verifier_symbolic) == (2, 2)  # the comparison and the gold's probe
+
+
 def test_remembered_replies_are_bounded(monkeypatch):
     calls = []
     monkeypatch.setattr(verify_module, "symbolic_compare",
