@@ -72,7 +72,7 @@ class RewardOutput:
     parts: dict[str, float] = field(default_factory=dict)  # e.g. {"accuracy": 1.0, "format": 1.0}
     extracted: str | None = None  # the answer the verifier read from the response, for logging
     verifier_timeouts: int = 0  # symbolic comparisons that hit reward.timeout_s (logged per step)
-    verifier_symbolic: int = 0  # comparisons the symbolic worker ran for it (none for a remembered one; logged)
+    verifier_symbolic: bool = False  # the verifier's fast layers could not decide it: the symbolic layer did
 
     @property
     def correct(self) -> bool:

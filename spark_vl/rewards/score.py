@@ -86,7 +86,7 @@ def _math(response: object, spec: GoldSpec, cfg: RewardConfig) -> tuple[RewardOu
     if kind is None and isinstance(spec.answer, str) and spec.answer.strip():
         kind = infer_answer_type(spec.answer, list(spec.choices) if spec.choices else None)
     gold_problem = None
-    timeouts = symbolic = 0
+    timeouts, symbolic = 0, False
     if kind in ("yes_no", "ab"):
         want = normalize_verdict(spec.answer, kind) if isinstance(spec.answer, str) else None
         extracted = parse_verdict(response, kind, mode=cfg.extract, fallback=cfg.extract_fallback)
@@ -105,7 +105,7 @@ def _math(response: object, spec: GoldSpec, cfg: RewardConfig) -> tuple[RewardOu
             timeout_s=cfg.timeout_s,
         )
         accuracy = float(result.correct)
-        gold_problem, timeouts, symbolic = result.gold_error, result.timeouts, result.symbolic_calls
+        gold_problem, timeouts, symbolic = result.gold_error, result.timeouts, result.symbolic
         if gold_problem is None and not isinstance(spec.answer, str):
             gold_problem = f"gold {spec.answer!r} is not a string"
     w = cfg.format_weight

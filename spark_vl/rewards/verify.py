@@ -56,7 +56,7 @@ class Check:
     layer: str
     gold_error: str | None = None
     timeouts: int = 0  # symbolic comparisons that hit the time limit (the worker was killed)
-    symbolic_calls: int = 0  # comparisons sent to the symbolic worker (a remembered reply sends none)
+    symbolic: bool = False  # the fast layers could not decide: the symbolic layer did (worker or remembered reply)
 
 
 def comparison_problem(precision: object, tolerance: object) -> str | None:
@@ -187,20 +187,19 @@ _replies: dict[tuple[str, str], dict] = {}
 _MAX_REPLIES = 50_000
 
 
-def _symbolic_reply(pred: str, gold: str, timeout_s: float) -> tuple[dict | None, bool]:
-    """`symbolic_compare`, remembered: (the reply, whether it was sent to the worker)."""
+def _symbolic_reply(pred: str, gold: str, timeout_s: float) -> dict | None:
+    """`symbolic_compare`, remembered."""
     reply = _replies.get((pred, gold))
-    if reply is not None:
-        return reply, False
-    reply = symbolic_compare(pred, gold, timeout_s)
-    if reply is not None:
-        if len(_replies) >= _MAX_REPLIES:
-            try:
-                del _replies[next(iter(_replies))]
-            except (KeyError, RuntimeError, StopIteration):
-                pass  # another thread changed the dict meanwhile (and made room itself)
-        _replies[(pred, gold)] = reply
-    return reply, True
+    if reply is None:
+        reply = symbolic_compare(pred, gold, timeout_s)
+        if reply is not None:
+            if len(_replies) >= _MAX_REPLIES:
+                try:
+                    del _replies[next(iter(_replies))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass  # another thread changed the dict meanwhile (and made room itself)
+            _replies[(pred, gold)] = reply
+    return reply
 
 
 _MATHY_RE = re.compile(r"[0-9\\π√∞^]|pi|sqrt|inf")
@@ -234,20 +233,20 @@ def _check_symbolic(
 ) -> Check:
     if gold in _slow_golds:
         return Check(False, "slow-gold", f"gold {gold[:200]!r} alone exceeds the symbolic time limit")
-    reply, sent = _symbolic_reply(pred, gold, timeout_s)
+    reply = _symbolic_reply(pred, gold, timeout_s)
     if reply is None:
         if worker().disabled:
             return Check(False, "symbolic-off")
-        timeouts = calls = 1
+        timeouts = 1
         if gold not in _fast_golds:
             # Was it the prediction or the gold? Compare the gold with a plain 0 once (with itself math-verify may
             # short-cut); a gold that times out there (9^{9^{9}}) would cost every rollout of its sample a full
             # time limit, every step, so it is never sent again.
             probe = symbolic_compare("0", gold, timeout_s)
-            timeouts, calls = timeouts + (probe is None), calls + 1
+            timeouts += probe is None
             _remember(_slow_golds if probe is None else _fast_golds, gold)
-        return Check(False, "symbolic-timeout", timeouts=timeouts, symbolic_calls=calls)
-    return replace(_read_reply(reply, gold, p_num, g_num, precision, tolerance), symbolic_calls=int(sent))
+        return Check(False, "symbolic-timeout", timeouts=timeouts)
+    return _read_reply(reply, gold, p_num, g_num, precision, tolerance)
 
 
 def _read_reply(reply: dict, gold: str, p_num: Number | None, g_num: Number | None, precision: int | None,
@@ -351,7 +350,7 @@ def _check(
         return Check(False, "number")  # a numeric gold and a prediction without anything numeric in it
     if _NESTED_POWER_RE.search(pred) and _NUMERIC_ONLY_RE.match(pred):
         return Check(False, "guard")
-    return _check_symbolic(pred, gold, p_num, g_num, precision, tolerance, timeout_s)
+    return replace(_check_symbolic(pred, gold, p_num, g_num, precision, tolerance, timeout_s), symbolic=True)
 
 
 def verify(

@@ -78,7 +78,7 @@ def record_group_metrics(groups: list[RolloutGroup], prefix: str, metrics: Means
             if out and "judge" in out.parts:
                 metrics.add(f"{prefix}reward/judge", out.parts["judge"])
             metrics.total(f"{prefix}reward/verifier_timeouts", out.verifier_timeouts if out else 0)
-            metrics.total(f"{prefix}reward/symbolic_comparisons", out.verifier_symbolic if out else 0)
+            metrics.total(f"{prefix}reward/symbolic_checks", float(out.verifier_symbolic) if out else 0.0)
             metrics.add(f"{prefix}response/length_mean", len(r.token_ids))
             metrics.add(f"{prefix}response/truncated", float(r.finish_reason == "length"))
 

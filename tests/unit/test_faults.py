@@ -112,7 +112,7 @@ def test_verifier_timeouts_are_counted_and_a_slow_gold_is_not_retried(monkeypatc
     # first rollout: its comparison and the probe of the gold alone; the other three are not sent
     assert len(calls) == 2 and calls[1] == ("0", gold)
     assert reduced["reward/verifier_timeouts"] == 2.0
-    assert reduced["reward/symbolic_comparisons"] == 2.0
+    assert reduced["reward/symbolic_checks"] == 4.0  # all 4 were left to the symbolic layer (3 refused there)
     assert all(r.reward.parts["accuracy"] == 0.0 for r in groups[0].rollouts)
     assert check("\\sqrt{x+1}", gold).layer == "slow-gold"
 
@@ -148,12 +148,14 @@ def test_each_prediction_gold_pair_goes_to_the_worker_once(monkeypatch):
     checks = [check(pred, gold) for pred in ("p^{2}", "p^{3}", "p^{2}", "p^{3}", "q^{3}", "q^{3}", "q^{3}")]
     assert [c.correct for c in checks] == [True, False, True, False, False, False, False]
     assert [c.layer for c in checks[4:]] == ["symbolic-timeout", "symbolic", "symbolic"]
-    assert [c.symbolic_calls for c in checks] == [1, 1, 0, 0, 2, 1, 0]  # the timeout's 2: the gold's probe too
+    assert all(c.symbolic for c in checks)  # remembered or not, the symbolic layer decided each
     assert calls == ["p^{2}", "p^{3}", "q^{3}", "0", "q^{3}"]  # "0": the gold's probe after the timeout
 
 
-def test_a_step_counts_the_comparisons_its_worker_ran(monkeypatch):
-    """A group whose 4 rollouts give 2 distinct answers costs 2 comparisons, and the step's metric says so."""
+def test_a_step_counts_its_symbolic_checks_whatever_the_memo_holds(monkeypatch):
+    """4 rollouts with 2 distinct answers cost 2 comparisons; the step's metric counts the 4 checks the symbolic layer
+    decided (the same count in a resumed process or on another rank, whose memo starts empty), not the 1 without
+    an answer."""
     from spark_vl.trainer.metrics import Means, record_group_metrics
 
     calls = []
@@ -165,14 +167,14 @@ def test_a_step_counts_the_comparisons_its_worker_ran(monkeypatch):
     monkeypatch.setattr(verify_module, "symbolic_compare", compare)
     monkeypatch.setattr(verify_module, "_replies", {})
     answers = ["\\sqrt{r}", "r^{1/3}", "\\sqrt{r}", "\\sqrt{r}"]
-    groups = [_group("r^{1/2}", [f"so \\boxed{{{a}}}" for a in answers])]
+    groups = [_group("r^{1/2}", [f"so \\boxed{{{a}}}" for a in answers] + [""])]
     score_groups(groups, RewardConfig())
     metrics = Means()
     record_group_metrics(groups, "", metrics)
     assert calls == ["\\sqrt{r}", "r^{1/3}"]
-    assert [r.reward.parts["accuracy"] for r in groups[0].rollouts] == [1.0, 0.0, 1.0, 1.0]
-    assert [r.reward.verifier_symbolic for r in groups[0].rollouts] == [1, 1, 0, 0]
-    assert metrics.reduce("cpu")["reward/symbolic_comparisons"] == 2.0
+    assert [r.reward.parts["accuracy"] for r in groups[0].rollouts] == [1.0, 0.0, 1.0, 1.0, 0.0]
+    assert [r.reward.verifier_symbolic for r in groups[0].rollouts] == [True, True, True, True, False]
+    assert metrics.reduce("cpu")["reward/symbolic_checks"] == 4.0
 
 
 def test_the_judge_mix_keeps_the_verifiers_counts(monkeypatch):
@@ -183,7 +185,7 @@ def test_the_judge_mix_keeps_the_verifiers_counts(monkeypatch):
     score_groups(groups, RewardConfig(judge_mix=0.5), lambda prompts, answers: [0.5] * len(answers))
     reward = groups[0].rollouts[0].reward
     assert reward.overall == 0.25 and reward.parts == {"accuracy": 0.0, "format": 1.0, "judge": 0.5}
-    assert (reward.verifier_timeouts, reward.verifier_symbolic) == (2, 2)  # the comparison and the gold's probe
+    assert (reward.verifier_timeouts, reward.verifier_symbolic) == (2, True)  # the comparison and the gold's probe
 
 
 def test_remembered_replies_are_bounded(monkeypatch):
