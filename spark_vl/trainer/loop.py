@@ -62,6 +62,7 @@ from spark_vl.trainer.report import write_report
 from spark_vl.trainer.spark_phase import SparkPhase, label_experts
 from spark_vl.trainer.startup import (
     TrainingAborted,
+    keep_freed_memory,
     print_memory_plan,
     progress_bar,
     seed_everything,
@@ -85,6 +86,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         print(f"# resolved config\n{resolved}# derived\n" + "\n".join(f"{k}: {v}" for k, v in vars(plan).items()))
         print_memory_plan(cfg, dist)
     seed_everything(cfg.trainer.seed)
+    keep_freed_memory()
 
     # Setup: models, data, rollout engines, SPARK state, resume.
     dtype = resolve_dtype(cfg.model.dtype, dist.device)

@@ -3,9 +3,12 @@ progress bar, and the error that ends a run. Kept out of loop.py so the loop rea
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -25,6 +28,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# glibc's mallopt parameters (malloc.h) and the values set by `keep_freed_memory`.
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling for it on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
+TRIM_THRESHOLD = 2**30
+TOP_PAD = 64 * 2**20
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel: blocks up to
+    32 MiB come from the heap (not a fresh mmap each), and up to 1 GiB of free heap is kept. By default a freed
+    activation of a few hundred KiB goes back to the kernel and the next one is faulted in again page by page
+    (~2,500 page faults a training step on the issue-17 workload, ~6 at these settings). Only the allocator's
+    bookkeeping changes, never a value. Skipped when the user set any MALLOC_* variable or preloads another
+    allocator (LD_PRELOAD), and off Linux or glibc; returns whether it was applied."""
+    if sys.platform != "linux" or "LD_PRELOAD" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    return all(mallopt(param, value) == 1 for param, value in (
+        (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
 
 
 def print_memory_plan(cfg: Config, dist: DistInfo) -> None:
