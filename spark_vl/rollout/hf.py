@@ -14,6 +14,7 @@ model's own `get_rope_index`) and passed to the prefill; a new token continues a
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -240,7 +241,42 @@ def draw(probs_BV: torch.Tensor) -> torch.Tensor:
     the generator's state after). Without multinomial's validity checks (max, min and row sums, each read back to
     the host, every decode step): `_sample` checks its log-probs once at the end instead, where any NaN or inf
     score shows as a NaN log-prob of its row."""
-    return (probs_BV / torch.empty_like(probs_BV).exponential_()).argmax(dim=-1)
+    return (probs_BV / exponential_like(probs_BV)).argmax(dim=-1)
+
+
+# A double rounds to float32 by its 29 low mantissa bits: it sits next to a rounding boundary (a tie) when they are
+# within LOG1P_MARGIN units of 2^28. Two log1p implementations that differ by less than that many units in the last
+# place (torch's vectorised one and the C library's differ by at most 1 over 2 million draws) round alike elsewhere.
+LOG1P_MARGIN = 2**8
+_LOW_BITS, _TIE = 2**29 - 1, 2**28
+
+
+def near_float32_tie(d: torch.Tensor, margin: int) -> torch.Tensor:
+    """Which non-negative doubles lie within `margin` units in the last place of a float32 tie (the midpoint of two
+    neighbouring float32 values): the 29 low mantissa bits, which rounding to float32 drops, are 2^28 +- margin."""
+    return ((d.view(torch.int64) - (_TIE - margin)) & _LOW_BITS) < 2 * margin
+
+
+def exponential_like(x: torch.Tensor) -> torch.Tensor:
+    """`torch.empty_like(x).exponential_()`: the same values and the same generator state after, drawn faster.
+
+    On CPU, `exponential_` takes one double u per value from the default generator, serially, and returns
+    float(-log1p(-u)) with the C library's log1p: 300 us for 16 x 512 values here, 12 % of a decode step (~100 ms
+    a step on a 152k vocabulary). Here the same doubles come from `torch.rand` (the same stream) and log1p is
+    torch's vectorised one, which differs from the C library's in the last bit of ~8 % of the doubles; the float32
+    they round to can differ only next to a float32 tie, and the values within `LOG1P_MARGIN` units of one (~1 in
+    a million) are computed again with the C library's log1p (Python's `math.log1p`). Other devices and dtypes
+    (another random stream; rounding twice through float32) keep `exponential_`."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return torch.empty_like(x).exponential_()
+    u = torch.rand(x.shape, dtype=torch.float64)
+    d = torch.neg(u).log1p_().neg_()
+    near = near_float32_tie(d, LOG1P_MARGIN)
+    q = d.float()
+    if near.any():
+        index = near.nonzero(as_tuple=True)
+        q[index] = torch.tensor([-math.log1p(-v) for v in u[index].tolist()], dtype=torch.float64).float()
+    return q
 
 
 class RoomyLayer(DynamicLayer):

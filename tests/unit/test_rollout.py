@@ -7,7 +7,16 @@ from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
 from spark_vl.models.encode import encode_prompt
 from spark_vl.rollout import make_engine
-from spark_vl.rollout.hf import NOT_FINITE, RoomyLayer, draw, make_room, vision_token_ids
+from spark_vl.rollout.hf import (
+    LOG1P_MARGIN,
+    NOT_FINITE,
+    RoomyLayer,
+    draw,
+    exponential_like,
+    make_room,
+    near_float32_tie,
+    vision_token_ids,
+)
 from spark_vl.trainer.batch import Sequence, collate, response_values
 from spark_vl.types import SamplingParams
 
@@ -256,6 +265,52 @@ def test_draw_is_torch_multinomial_on_the_same_random_stream():
         expected, after = torch.multinomial(probs, 1).squeeze(1), torch.rand(4)
         torch.manual_seed(trial)
         assert torch.equal(draw(probs), expected) and torch.equal(torch.rand(4), after)
+
+
+@pytest.mark.parametrize("shape", [(16, 512), (4, 151_936), (3, 7)])
+def test_exponential_like_is_exponential_on_the_same_stream(shape):
+    """Bit for bit the values `exponential_` draws for a seed (16 x 512: the issue-17 rollout; 4 x 151,936: Qwen's
+    vocabulary), and the generator left where `exponential_` leaves it."""
+    for seed in range(20 if shape[1] < 1000 else 2):
+        torch.manual_seed(seed)
+        expected, after = torch.empty(shape).exponential_(), torch.rand(4)
+        torch.manual_seed(seed)
+        assert torch.equal(exponential_like(torch.empty(shape)), expected) and torch.equal(torch.rand(4), after)
+
+
+def test_values_next_to_a_float32_tie_take_the_c_librarys_log1p(monkeypatch):
+    """A margin wide enough to send half of the values to the C library's log1p gives the same values too."""
+    monkeypatch.setattr("spark_vl.rollout.hf.LOG1P_MARGIN", 2**27)
+    torch.manual_seed(3)
+    u = torch.rand(16, 512, dtype=torch.float64)
+    assert near_float32_tie(torch.log1p(-u).neg_(), 2**27).float().mean() > 0.4
+    torch.manual_seed(3)
+    expected = torch.empty(16, 512).exponential_()
+    torch.manual_seed(3)
+    assert torch.equal(exponential_like(torch.empty(16, 512)), expected)
+
+
+def test_float32_ties_are_found_and_only_they_can_round_two_ways():
+    """Soundness of the tie test: a double and one within `margin` units of it round to different float32 values
+    only if the tie test flags the first; exact ties and their neighbours are flagged, float32 values are not."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.rand(100_000, generator=g) * 40  # the range of -log1p(-u)
+    upper = torch.nextafter(q, torch.full_like(q, float("inf")))
+    tie = (q.double() + upper.double()) / 2  # exact: the midpoint of two float32 neighbours is a double
+    bits = tie.view(torch.int64)
+    for offset in (0, 1, -1, LOG1P_MARGIN - 1, -LOG1P_MARGIN):
+        assert near_float32_tie((bits + offset).view(torch.float64), LOG1P_MARGIN).all()
+    assert not near_float32_tie(q.double(), LOG1P_MARGIN).any()
+    # Doubles around ties (within 2 x margin) and anywhere: moved by up to margin - 1 units, any that round to
+    # another float32 were flagged.
+    spread = torch.randint(-2 * LOG1P_MARGIN, 2 * LOG1P_MARGIN, bits.shape, generator=g)
+    near_ties = (bits + spread).view(torch.float64)
+    anywhere = torch.rand(1_000_000, generator=g, dtype=torch.float64) * 40
+    for d in (near_ties, anywhere):
+        for units in (1, -1, LOG1P_MARGIN - 1, -(LOG1P_MARGIN - 1)):
+            moved = d.float() != (d.view(torch.int64) + units).view(torch.float64).float()
+            assert not (moved & ~near_float32_tie(d, LOG1P_MARGIN)).any()
+            assert d is anywhere or moved.any()
 
 
 def test_non_finite_scores_stop_the_rollout_with_multinomials_message(tiny_qwen25):
