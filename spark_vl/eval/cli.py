@@ -154,9 +154,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.model and not args.config:
         raise UsageError("--model is required (an HF folder, a run checkpoint or builtin:tiny-qwen2.5-vl)")
     from spark_vl.eval.loading import load_benchmark
-    from spark_vl.trainer.startup import keep_freed_memory
-
-    keep_freed_memory()  # the rollouts' activations are freed and allocated again every batch
 
     loaded = {}
     for bench in benches:

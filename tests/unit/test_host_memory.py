@@ -40,11 +40,10 @@ def probe(mode: str, **env: str) -> tuple[bool, int]:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_blocks_are_reused_not_faulted_in_again():
     applied, tuned = probe("tuned")
-    _, plain = probe("plain")
     assert applied
-    # 20 rounds x 8 MiB = 40,960 pages if every round faults its blocks in again; glibc's default trims the freed
-    # 8 MiB (above its 2 MiB trim threshold) every round.
-    assert plain > 20_000 and tuned < 1_000, (plain, tuned)
+    # 20 rounds x 8 MiB = 40,960 pages if every round faults its blocks in again (glibc's defaults did here on the
+    # dev box, 40,064; in one CI run its dynamic threshold kept them too, so only the tuned side is asserted).
+    assert tuned < 1_000, tuned
 
 
 def test_the_users_allocator_settings_are_left_alone(monkeypatch):
