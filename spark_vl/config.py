@@ -197,6 +197,10 @@ class TrainerConfig:
     prompts_per_step: int = 8  # global prompts per rollout step
     sequences_per_optimizer_step: int = 32  # global sequences per optimizer step (the PPO mini-batch)
     micro_batch_size: int = 4  # sequences per device per forward/backward
+    # Log-prob and update forwards compute each distinct prompt of a micro-batch once, its rows' responses attending
+    # to its keys and values (`SharedPrompts`): the same values up to float rounding, not bitwise; saves the
+    # repeated prompt tokens (most of a VLM row when the image is large). Not with model.gradient_checkpointing.
+    share_prompts: bool = False
     lr: float = 1e-6
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_ratio: float = 0.03  # share of total optimizer steps spent in linear warm-up
@@ -442,6 +446,13 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     for key, value in _numbers(cfg):
         if not math.isfinite(value):
             raise ConfigError(f"{key}={value} must be a finite number")
+    if t.share_prompts and cfg.model.gradient_checkpointing:
+        raise ConfigError("trainer.share_prompts=true needs the prompts' keys and values kept through the trunk, "
+                          "which model.gradient_checkpointing=true drops: set one of them false")
+    if t.share_prompts and cfg.model.attn_implementation not in ("sdpa", "eager"):
+        raise ConfigError(f"trainer.share_prompts=true gives each response a [rows, 1, response, prompt + response] "
+                          f"attention mask, which model.attn_implementation={cfg.model.attn_implementation} does not "
+                          "take: use sdpa or eager, or set trainer.share_prompts=false")
     if cfg.reward.timeout_s <= 0:
         raise ConfigError(f"reward.timeout_s={cfg.reward.timeout_s} must be > 0 (the symbolic comparison's limit)")
     if cfg.reward.num_workers < 0:

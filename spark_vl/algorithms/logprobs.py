@@ -10,11 +10,12 @@ logits (default 2^25: 128 MB in fp32). log p(y) = logit_y - logsumexp(logits); e
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from spark_vl.models import accepts
+from spark_vl.models import accepts, cache_arg, model_cache
 
 
 def _chunk_logprobs(
@@ -107,8 +108,12 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
     Calls the trunk (`model.model`) and then the LM head module per chunk, so ZeRO-3's parameter hooks
     still fire; `mm_token_type_ids` is always passed (Qwen3-VL needs it, Qwen2.5-VL's M-RoPE positions
     are otherwise computed differently). The head runs only from the batch's first response column on (the
-    prompt's logits are never used): the columns before it are 0.
+    prompt's logits are never used): the columns before it are 0. A batch with `shared` prompts goes to
+    `shared_prompt_logprobs` (the same values up to rounding; 0 on every column that is not a response token).
     """
+    if batch.shared is not None:
+        return shared_prompt_logprobs(model, batch, chunk_size, temperature, entropy_grad, suppress_ids, sync_chunks,
+                                      with_entropy)
     out = model.model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -127,6 +132,49 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
         return logp, entropy
     pad = logp.new_zeros(logp.shape[0], start)
     return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy], dim=1) if with_entropy else None
+
+
+def shared_prompt_logprobs(model, batch, chunk_size: int | None = None, temperature: float = 1.0,
+                           entropy_grad: bool = False, suppress_ids: torch.Tensor | None = None,
+                           sync_chunks: Callable[[int], int] | None = None, with_entropy: bool = True):
+    """`sequence_logprobs` with each distinct prompt computed once (`batch.shared`, see `SharedPrompts`).
+
+    Two passes of the trunk: the G distinct prompts (left-padded, images included), keeping their keys and values;
+    then the B responses alone, each attending to its prompt's cached keys and values (copied to its row) and
+    causally to itself. Under causal attention a prompt's states do not depend on what follows it, so this is the
+    same computation as the full rows, in other blocks (values equal up to float rounding); gradients from every
+    row of a prompt add up in its keys and values. The prompt's last state predicts each row's first response token.
+    Needs a KV cache through the trunk in training (not under gradient checkpointing: `trainer.share_prompts`
+    refuses it) and the text decoder as `model.model.language_model` (both Qwen-VL families). Every rank calls the
+    same modules in the same order (ZeRO-3 gathers per call), whatever its rows.
+    """
+    sp = batch.shared
+    trunk = model.model
+    decoder = trunk.language_model
+    prompts = replace(batch, image_grid_thw=sp.image_grid_thw, vision_grid_thw=None, image_index=None)
+    out = trunk(input_ids=sp.input_ids, attention_mask=sp.attention_mask, image_grid_thw=sp.image_grid_thw,
+                mm_token_type_ids=sp.mm_token_type_ids, position_ids=sp.position_ids, use_cache=True,
+                **vision_inputs(model, prompts))
+    cache = model_cache(out)
+    cache.reorder_cache(sp.rows)  # every row gets its prompt's keys and values
+    B, R = sp.response_ids.shape
+    P = sp.input_ids.shape[1]
+    # [B, 1, R, P + R]: a response token sees its prompt's real tokens and its own row's tokens up to itself.
+    causal = torch.ones(R, R, dtype=torch.bool, device=sp.response_ids.device).tril()
+    mask = torch.cat([sp.attention_mask.bool().index_select(0, sp.rows)[:, None, :].expand(B, R, P),
+                      causal.expand(B, R, R)], dim=-1)[:, None]
+    responses = decoder(input_ids=sp.response_ids, attention_mask=mask, position_ids=sp.response_positions,
+                        use_cache=True, **{cache_arg(decoder): cache}).last_hidden_state
+    first = out.last_hidden_state[:, -1:].index_select(0, sp.rows)  # predicts each row's first response token
+    hidden = torch.cat([first, responses[:, :-1]], dim=1)
+    logp, entropy = chunked_logprobs(hidden, model.lm_head, sp.response_ids, chunk_size, temperature,
+                                     entropy_grad=entropy_grad, suppress_ids=suppress_ids, sync_chunks=sync_chunks,
+                                     with_entropy=with_entropy)
+    on = batch.response_mask.bool()
+    logp = torch.where(on, logp.gather(1, sp.response_index), 0.0)
+    if with_entropy:
+        entropy = torch.where(on, entropy.gather(1, sp.response_index), 0.0)
+    return logp, entropy
 
 
 def vision_inputs(model, batch) -> dict:

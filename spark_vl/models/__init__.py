@@ -79,6 +79,18 @@ def accepts(cls: type, method: str, name: str) -> bool:
     return name in inspect.signature(getattr(cls, method)).parameters
 
 
+def cache_arg(model) -> str:
+    """The forward keyword of the KV cache: `cache` from transformers 5.24 (`past_key_values` is deprecated there),
+    `past_key_values` before."""
+    return "cache" if accepts(type(model), "forward", "cache") else "past_key_values"
+
+
+def model_cache(out):
+    """The KV cache of a forward's output (`cache` in transformers >= 5.24, `past_key_values` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def no_autograd(model):
     """The context for a forward pass whose outputs never need a gradient: `torch.inference_mode` (cheaper per op than
     no_grad: no version counters or view tracking), except under ZeRO-3, whose hooks gather parameters during the

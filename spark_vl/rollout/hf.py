@@ -27,7 +27,7 @@ from transformers.generation.logits_process import (
 )
 
 from spark_vl.config import RolloutConfig
-from spark_vl.models import accepts, no_autograd
+from spark_vl.models import cache_arg, model_cache, no_autograd
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, pad_prompts, vision_filler
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
@@ -325,18 +325,6 @@ def make_room(cache, room: int) -> None:
     for i, layer in enumerate(layers):
         if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.dim() == 4:
             layers[i] = RoomyLayer(layer, room)
-
-
-def cache_arg(model) -> str:
-    """The forward keyword of the KV cache: `cache` from transformers 5.24 (`past_key_values` is deprecated there),
-    `past_key_values` before."""
-    return "cache" if accepts(type(model), "forward", "cache") else "past_key_values"
-
-
-def model_cache(out):
-    """The KV cache of a forward's output (`cache` in transformers >= 5.24, `past_key_values` before)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
 
 
 def max_over_ranks(value: int, device: torch.device) -> int:

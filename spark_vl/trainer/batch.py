@@ -45,17 +45,45 @@ class TrainBatch:
     vision_grid_thw: torch.Tensor | None = None
     image_index: torch.Tensor | None = None
     position_ids: torch.Tensor | None = None  # [3, B, T] M-RoPE positions when every prompt carries its own
+    shared: SharedPrompts | None = None  # each distinct prompt once (`collate(share_prompts=True)`), else None
 
     @property
     def num_sequences(self) -> int:
         return int(self.input_ids.shape[0])
 
     def to(self, device: torch.device | str) -> TrainBatch:
-        moved = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            moved[name] = value.to(device) if isinstance(value, torch.Tensor) else value
-        return TrainBatch(**moved)
+        return _moved(self, device)
+
+
+@dataclass
+class SharedPrompts:
+    """A micro-batch's prompts computed once each (`spark_vl.algorithms.logprobs.shared_prompt_logprobs`): the G
+    distinct prompts, left-padded, in order of first appearance, and the rows' responses, right-padded to R columns.
+    Each row's response attends to its prompt's keys and values: the prompt's tokens (and images) run once, not
+    once per row."""
+
+    input_ids: torch.Tensor  # [G, P] the distinct prompts, left-padded
+    attention_mask: torch.Tensor  # [G, P] long
+    mm_token_type_ids: torch.Tensor  # [G, P]
+    position_ids: torch.Tensor  # [3, G, P] M-RoPE positions (1 on the padding, which is never attended)
+    image_grid_thw: torch.Tensor | None  # [distinct images, 3]: the distinct prompts' images in order (= pixel_values)
+    rows: torch.Tensor  # [B] long: the distinct prompt of every row
+    response_ids: torch.Tensor  # [B, R] every row's response, right-padded
+    response_positions: torch.Tensor  # [3, B, R] their M-RoPE positions (the prompt's largest + 1 on)
+    response_index: torch.Tensor  # [B, T-1] long: column t of the batch's response-aligned layout is response token
+    #                                response_index[b, t] (0 where the row has no response token)
+
+    def to(self, device: torch.device | str) -> SharedPrompts:
+        return _moved(self, device)
+
+
+def _moved(obj, device: torch.device | str):
+    """A copy of a dataclass of tensors with every tensor (and nested such dataclass) on `device`."""
+    moved = {}
+    for name in obj.__dataclass_fields__:
+        value = getattr(obj, name)
+        moved[name] = value.to(device) if isinstance(value, torch.Tensor | SharedPrompts) else value
+    return type(obj)(**moved)
 
 
 
@@ -75,8 +103,10 @@ class Sequence:
     key: str = ""  # the prompt's stable key (data.prompts.prompt_key); empty for expert sequences
 
 
-def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
-    """Right-pad `seqs` into one TrainBatch (each tensor made at once from Python rows, not filled row by row)."""
+def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False) -> TrainBatch:
+    """Right-pad `seqs` into one TrainBatch (each tensor made at once from Python rows, not filled row by row).
+    `share_prompts`: also `TrainBatch.shared` (each prompt once), when every prompt carries its M-RoPE positions;
+    set for every such micro-batch, repeated prompts or not, so that every rank runs the same modules."""
     T = max(len(s.prompt.input_ids) + len(s.response_ids) for s in seqs)
     has_old = all(s.old_logprobs is not None for s in seqs)
     has_ref = all(s.ref_logprobs is not None for s in seqs)
@@ -118,6 +148,9 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
                 text = prompt.max() + 1 + torch.arange(T - prompt.shape[1])
                 by_prompt[id(s.prompt)] = torch.cat([prompt, text.expand(3, -1)], dim=1)
         positions = torch.stack([by_prompt[id(s.prompt)] for s in seqs], dim=1)
+    once = None
+    if share_prompts and positions is not None:
+        once = shared_prompts(seqs, pad_id, T)
     return TrainBatch(
         input_ids=_tensor(ids, np.int64),
         attention_mask=_tensor(mask, np.int64),
@@ -135,6 +168,34 @@ def collate(seqs: list[Sequence], pad_id: int) -> TrainBatch:
         vision_grid_thw=torch.cat(vision_grids) if shared else None,
         image_index=torch.tensor(image_index, dtype=torch.long) if shared else None,
         position_ids=positions,
+        shared=once,
+    )
+
+
+def shared_prompts(seqs: list[Sequence], pad_id: int, T: int) -> SharedPrompts:
+    """`SharedPrompts` of `seqs` (collated to T columns); every prompt carries its positions."""
+    index: dict[int, int] = {}
+    for s in seqs:
+        index.setdefault(id(s.prompt), len(index))
+    distinct = list({id(s.prompt): s.prompt for s in seqs}.values())
+    P = max(len(e.input_ids) for e in distinct)
+    R = max(1, max(len(s.response_ids) for s in seqs))
+    positions = torch.ones(3, len(distinct), P, dtype=torch.long)
+    for g, e in enumerate(distinct):
+        positions[:, g, P - len(e.input_ids) :] = e.positions
+    response_positions = torch.stack([s.prompt.positions.max() + 1 + torch.arange(R) for s in seqs]).expand(3, -1, -1)
+    grids = [e.image_grid_thw for e in distinct if e.pixel_values is not None]
+    return SharedPrompts(
+        input_ids=_tensor([[pad_id] * (P - len(e.input_ids)) + e.input_ids for e in distinct], np.int64),
+        attention_mask=_tensor([[0] * (P - len(e.input_ids)) + [1] * len(e.input_ids) for e in distinct], np.int64),
+        mm_token_type_ids=_tensor([[0] * (P - len(e.input_ids)) + e.mm_token_type_ids for e in distinct], np.int64),
+        position_ids=positions,
+        image_grid_thw=torch.cat(grids) if grids else None,
+        rows=torch.tensor([index[id(s.prompt)] for s in seqs], dtype=torch.long),
+        response_ids=_tensor([s.response_ids + [pad_id] * (R - len(s.response_ids)) for s in seqs], np.int64),
+        response_positions=response_positions.long(),
+        response_index=_tensor([_aligned(list(range(len(s.response_ids))), len(s.prompt.input_ids),
+                                         T - len(s.prompt.input_ids) - len(s.response_ids)) for s in seqs], np.int64),
     )
 
 

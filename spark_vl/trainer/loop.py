@@ -29,7 +29,7 @@ from spark_vl.algorithms.correction import is_weights, sampler_gap
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
 from spark_vl.algorithms.spo import DEFAULT_WEIGHT
-from spark_vl.config import Config, Derived, derived, dump_yaml, validate
+from spark_vl.config import Config, ConfigError, Derived, derived, dump_yaml, validate
 from spark_vl.data.prompts import prompt_key
 from spark_vl.models import has_dropout, load_model, no_autograd, resolve_dtype
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, vision_filler
@@ -92,6 +92,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     dtype = resolve_dtype(cfg.model.dtype, dist.device)
     zero3 = zero3_loading(cfg, plan, dtype)  # noqa: F841 (must stay alive while models load)
     model, processor = load_model(cfg.model, dist.device)
+    if cfg.trainer.share_prompts and not hasattr(model.model, "language_model"):
+        raise ConfigError("trainer.share_prompts=true needs a Qwen-VL model whose text decoder is "
+                          f"model.language_model; {type(model).__name__} has none: set trainer.share_prompts=false")
     source = PromptSource(cfg, processor, ranks=dist.world_size)
     held_out = held_out_prompts(cfg, processor)  # every rank evaluates its share; the judge eval deals pairs
     val_prompts = held_out[dist.rank :: dist.world_size]
@@ -400,7 +403,8 @@ class Trainer:
             seqs = [*seqs, Sequence(vision_filler(self.processor), [], old_logprobs=[], ref_logprobs=[])]
         for s in seqs:
             attach_positions(self.model, s.prompt)
-        return collate(seqs, self.processor.tokenizer.pad_token_id).to(self.dist.device)
+        return collate(seqs, self.processor.tokenizer.pad_token_id,
+                       share_prompts=self.cfg.trainer.share_prompts).to(self.dist.device)
 
     def fill_logprobs(self, seqs: list[Sequence], old: bool = True) -> None:
         """Old (pre-update; skipped with `old` false) and reference log-probs of every response token, under the

@@ -60,6 +60,16 @@ def test_two_ranks_match_one_process(tmp_path, stage):
 
 
 @pytest.mark.slow
+def test_shared_prompts_on_two_zero3_ranks_match_one_process(tmp_path):
+    """trainer.share_prompts under ZeRO-3 lockstep (every rank runs the prompt pass, the response pass and as many
+    head chunks as the others, whatever its rows): two ranks sharing prompts train like one process without."""
+    single = run(tmp_path, 1, "deepspeed.zero_stage=3", "algorithm.kl_coef=0.01")
+    double = run(tmp_path, 2, "deepspeed.zero_stage=3", "algorithm.kl_coef=0.01", "trainer.share_prompts=true")
+    assert [m["step"] for m in double] == [0, 1, 2]
+    assert_like_one_process(single, double)
+
+
+@pytest.mark.slow
 def test_zero3_loads_a_checkpoint_folder_partitioned(tmp_path):
     """A local HF folder under ZeRO-3 loads through deepspeed.zero.Init (HfDeepSpeedConfig), trains with a KL
     reference on 2 ranks, and matches 1 process."""

@@ -146,6 +146,19 @@ def test_gradient_checkpointing_gives_the_same_step(tmp_path):
         assert ckpt[1][key] == pytest.approx(plain[1][key], rel=1e-5, abs=1e-7), key
 
 
+def test_shared_prompts_give_the_same_steps(tmp_path):
+    """trainer.share_prompts (each prompt once per micro-batch in the old, reference and update passes): the same
+    run up to float rounding: losses, KL, ratios, gradient norm, the sampler gap and the rewards of later steps."""
+    common = ("trainer.rollout_steps=2", "algorithm.kl_coef=0.04", "algorithm.reuse_old_logprobs=false")
+    plain = read_metrics(train(fast_config(tmp_path / "plain", *common)))
+    shared = read_metrics(train(fast_config(tmp_path / "shared", *common, "trainer.share_prompts=true")))
+    for a, b in zip(plain[1:], shared[1:], strict=True):
+        for key in ("loss/sft", "loss/policy", "actor/kl", "actor/ratio_mean", "actor/grad_norm", "reward/mean",
+                    "rollout/logprob_abs_diff"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+    assert plain[2]["actor/kl"] > 1e-9  # after an update the reference differs: the KL term is compared, not 0 = 0
+
+
 def test_spark_reward_only_ablation_trains_only_auxiliary_phases(tmp_path, monkeypatch):
     """GRPO reward-only: policy prompts are rolled out (and logged) but never trained on; the auxiliary data
     come from the frozen initial model; label warm-start experts ride along."""

@@ -265,3 +265,93 @@ def test_collate_places_every_row_as_the_row_by_row_definition(tiny_model):
     seqs[2].ref_logprobs = seqs[2].ref_logprobs[:-1]
     with pytest.raises(ValueError, match="sequence 2 has .* reference log-probs"):
         collate(seqs, pad)
+
+
+def _shared_prompt_rows(model, processor):
+    """3 prompts (two image sizes) x 3 responses of different lengths, a row without a response, rows shuffled."""
+    samples = synthetic_samples(3, seed=2)
+    samples[1].images = [samples[1].images[0].resize((56, 112))]
+    encoded = [encode_prompt(build_prompt(s), processor) for s in samples]
+    for e in encoded:
+        attach_positions(model, e)
+    g = torch.Generator().manual_seed(0)
+    vocab = [t for t in range(10, 300) if t not in processor.tokenizer.all_special_ids]
+    seqs = [Sequence(e, [vocab[int(i)] for i in torch.randint(0, len(vocab), (3 + 4 * k,), generator=g)])
+            for e in encoded for k in range(3)]
+    seqs.append(Sequence(encoded[0], []))
+    return [seqs[i] for i in torch.randperm(len(seqs), generator=g).tolist()]
+
+
+def test_shared_prompt_layout_is_each_rows_prompt_and_response(tiny_model):
+    """`SharedPrompts`: each distinct prompt once, left-padded, with its own positions; every row's response and its
+    positions; `response_index` maps each response column of the batch to the response token it scores."""
+    model, processor = tiny_model
+    pad = processor.tokenizer.pad_token_id
+    seqs = _shared_prompt_rows(model, processor)
+    batch = collate(seqs, pad, share_prompts=True)
+    sp = batch.shared
+    assert collate(seqs, pad).shared is None
+    first_seen = list(dict.fromkeys(id(s.prompt) for s in seqs))  # distinct prompts in order of first appearance
+    assert sp.input_ids.shape[0] == 3 and sp.rows.tolist() == [first_seen.index(id(s.prompt)) for s in seqs]
+    for b, s in enumerate(seqs):
+        p, r = len(s.prompt.input_ids), len(s.response_ids)
+        g = int(sp.rows[b])
+        assert sp.input_ids[g, -p:].tolist() == s.prompt.input_ids and sp.attention_mask[g].sum() == p
+        assert sp.attention_mask[g, -p:].all() and torch.equal(sp.position_ids[:, g, -p:], s.prompt.positions)
+        assert sp.response_ids[b, :r].tolist() == s.response_ids
+        assert torch.equal(sp.response_positions[:, b, :r], batch.position_ids[:, b, p : p + r])
+        cols = batch.response_mask[b].nonzero().flatten()
+        assert torch.equal(sp.response_ids[b, sp.response_index[b, cols]], batch.input_ids[b, cols + 1])
+    images = [s.prompt.image_grid_thw for s in {id(s.prompt): s for s in seqs}.values()]
+    assert torch.equal(sp.image_grid_thw, torch.cat(images))
+
+
+def test_shared_prompts_score_what_the_full_rows_score(tiny_model):
+    """Each prompt computed once (its rows attending to its keys and values) gives the full rows' log-probs, entropy
+    and gradients up to float rounding, 0 on every column that is not a response token, and runs the vision tower
+    and the prompt's tokens once per distinct prompt."""
+    model, processor = tiny_model
+    pad = processor.tokenizer.pad_token_id
+    seqs = _shared_prompt_rows(model, processor)
+    plain, shared = collate(seqs, pad), collate(seqs, pad, share_prompts=True)
+    seen = {"images": [], "tokens": []}
+    def images(module, args, kwargs, out):
+        seen["images"].append(len(kwargs.get("grid_thw", args[1:2] and args[1])))
+
+    hooks = [model.model.visual.register_forward_hook(images, with_kwargs=True),
+             model.model.language_model.layers[0].register_forward_hook(
+                 lambda m, args, out: seen["tokens"].append(args[0].shape[0] * args[0].shape[1]))]
+    results = []
+    try:
+        for batch in (plain, shared):
+            model.zero_grad()
+            lp, ent = sequence_logprobs(model, batch, chunk_size=7)
+            ((lp * batch.response_mask).sum() + 0.1 * (ent * batch.response_mask).sum()).backward()
+            results.append((lp.detach(), ent.detach(), [p.grad.clone() for p in model.parameters()]))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad()
+    on = plain.response_mask.bool()
+    (lp_a, ent_a, grads_a), (lp_b, ent_b, grads_b) = results
+    assert torch.allclose(lp_a[on], lp_b[on], atol=1e-5) and torch.allclose(ent_a[on], ent_b[on], atol=1e-5)
+    assert (lp_b[~on] == 0).all() and (ent_b[~on] == 0).all()
+    for a, b in zip(grads_a, grads_b):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert seen["images"] == [3, 3]  # already once per distinct image in the full rows
+    P, R = shared.shared.input_ids.shape[1], shared.shared.response_ids.shape[1]
+    assert seen["tokens"] == [plain.input_ids.numel(), 3 * P, len(seqs) * R]
+    assert 3 * P + len(seqs) * R < plain.input_ids.numel()
+
+
+def test_share_prompts_is_refused_where_it_cannot_apply():
+    """Gradient checkpointing drops the prompts' keys and values: the two cannot be combined (a ConfigError at load
+    time, naming both keys); flash attention takes no [B, 1, R, P + R] mask."""
+    from spark_vl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.gradient_checkpointing"):
+        load_config("configs/demo_cpu.yaml", ["trainer.share_prompts=true", "model.gradient_checkpointing=true"])
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        load_config("configs/demo_cpu.yaml", ["trainer.share_prompts=true",
+                                              "model.attn_implementation=flash_attention_2"])
+    assert load_config("configs/demo_cpu.yaml", ["trainer.share_prompts=true"]).trainer.share_prompts
