@@ -103,10 +103,11 @@ class Sequence:
     key: str = ""  # the prompt's stable key (data.prompts.prompt_key); empty for expert sequences
 
 
-def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False) -> TrainBatch:
+def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False, uniform: bool = False) -> TrainBatch:
     """Right-pad `seqs` into one TrainBatch (each tensor made at once from Python rows, not filled row by row).
-    `share_prompts`: also `TrainBatch.shared` (each prompt once), when every prompt carries its M-RoPE positions;
-    set for every such micro-batch, repeated prompts or not, so that every rank runs the same modules."""
+    `share_prompts`: also `TrainBatch.shared` (each prompt once) when every prompt carries its M-RoPE positions and
+    some row repeats a prompt; with `uniform` whether or not one does (several ranks must run the same modules in
+    the same order: ZeRO-3 gathers per module call, ZeRO-1/2 reduce gradients in the backward's order)."""
     T = max(len(s.prompt.input_ids) + len(s.response_ids) for s in seqs)
     has_old = all(s.old_logprobs is not None for s in seqs)
     has_ref = all(s.ref_logprobs is not None for s in seqs)
@@ -149,7 +150,7 @@ def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False) -> T
                 by_prompt[id(s.prompt)] = torch.cat([prompt, text.expand(3, -1)], dim=1)
         positions = torch.stack([by_prompt[id(s.prompt)] for s in seqs], dim=1)
     once = None
-    if share_prompts and positions is not None:
+    if share_prompts and positions is not None and (uniform or len({id(s.prompt) for s in seqs}) < len(seqs)):
         once = shared_prompts(seqs, pad_id, T)
     return TrainBatch(
         input_ids=_tensor(ids, np.int64),
@@ -218,6 +219,15 @@ def response_values(values_BT: torch.Tensor, seqs: list[Sequence]) -> list[list[
         p, r = len(s.prompt.input_ids), len(s.response_ids)
         out.append(values_BT[b, p - 1 : p - 1 + r].tolist())
     return out
+
+
+def by_prompt(seqs: list[Sequence]) -> list[Sequence]:
+    """`seqs` with the rows of each prompt side by side (prompts in order of first appearance, rows in their order):
+    micro-batches cut from it hold several rows of a prompt, which `SharedPrompts` computes once."""
+    first: dict[int, int] = {}
+    for s in seqs:
+        first.setdefault(id(s.prompt), len(first))
+    return sorted(seqs, key=lambda s: first[id(s.prompt)])
 
 
 def mini_batches(seqs: list[Sequence], num_minis: int) -> list[list[Sequence]]:

@@ -40,7 +40,7 @@ from spark_vl.rollout.hf import NOT_FINITE, max_over_ranks, vision_token_ids
 from spark_vl.spark.reward_judge import RewardJudge, make_reward_judge
 from spark_vl.trainer import checkpoint as ckpt
 from spark_vl.trainer import spo as spo_glue
-from spark_vl.trainer.batch import Sequence, TrainBatch, collate, mini_batches, response_values, split_even
+from spark_vl.trainer.batch import Sequence, TrainBatch, by_prompt, collate, mini_batches, response_values, split_even
 from spark_vl.trainer.data import PromptSource, held_out_prompts, load_eval_benchmarks
 from spark_vl.trainer.distributed import (
     DistInfo,
@@ -403,8 +403,8 @@ class Trainer:
             seqs = [*seqs, Sequence(vision_filler(self.processor), [], old_logprobs=[], ref_logprobs=[])]
         for s in seqs:
             attach_positions(self.model, s.prompt)
-        return collate(seqs, self.processor.tokenizer.pad_token_id,
-                       share_prompts=self.cfg.trainer.share_prompts).to(self.dist.device)
+        return collate(seqs, self.processor.tokenizer.pad_token_id, share_prompts=self.cfg.trainer.share_prompts,
+                       uniform=self.dist.world_size > 1).to(self.dist.device)
 
     def fill_logprobs(self, seqs: list[Sequence], old: bool = True) -> None:
         """Old (pre-update; skipped with `old` false) and reference log-probs of every response token, under the
@@ -526,8 +526,9 @@ class Trainer:
                 if a.sft_schedule == "chord":  # CHORD: mu of this optimizer step, once per step
                     metrics.add("chord/mu", self.sft_weights()[1])
                 bad = False
-                # DeepSpeed counts exactly grad_accum micro-steps per optimizer step.
-                for mb in split_even(mini, accum):
+                # DeepSpeed counts exactly grad_accum micro-steps per optimizer step. Sharing prompts, a prompt's
+                # rows go to the same micro-batches (the same optimizer step: the same sum of gradients).
+                for mb in split_even(by_prompt(mini) if self.cfg.trainer.share_prompts else mini, accum):
                     if not mb and self.lockstep:
                         mb = [self.filler()]  # the other ranks run a forward here: join it
                     loss = None

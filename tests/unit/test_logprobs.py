@@ -355,3 +355,21 @@ def test_share_prompts_is_refused_where_it_cannot_apply():
         load_config("configs/demo_cpu.yaml", ["trainer.share_prompts=true",
                                               "model.attn_implementation=flash_attention_2"])
     assert load_config("configs/demo_cpu.yaml", ["trainer.share_prompts=true"]).trainer.share_prompts
+
+
+def test_prompts_are_shared_only_where_a_row_repeats_one_unless_ranks_need_the_same_modules(tiny_qwen25):
+    """A micro-batch of distinct prompts keeps the full rows (two passes would only cost more), unless `uniform`
+    (several ranks); `by_prompt` puts a prompt's rows side by side, stably, so micro-batches cut from it share."""
+    from spark_vl.trainer.batch import by_prompt
+
+    model, processor = tiny_qwen25
+    pad = processor.tokenizer.pad_token_id
+    seqs = _shared_prompt_rows(model, processor)
+    distinct = list({id(s.prompt): s for s in seqs}.values())
+    assert collate(distinct, pad, share_prompts=True).shared is None
+    assert collate(distinct, pad, share_prompts=True, uniform=True).shared.input_ids.shape[0] == len(distinct)
+    grouped = by_prompt(seqs)
+    order = list(dict.fromkeys(id(s.prompt) for s in seqs))
+    assert [id(s.prompt) for s in grouped] == sorted((id(s.prompt) for s in seqs), key=order.index)
+    for key in order:  # each prompt's rows keep their order
+        assert [s for s in grouped if id(s.prompt) == key] == [s for s in seqs if id(s.prompt) == key]
