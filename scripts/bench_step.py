@@ -19,6 +19,7 @@ interleaved too: the before/after of a change.
     python scripts/bench_step.py --steps 12 --rounds 3 --trl-python /tmp/trl/bin/python
     python scripts/bench_step.py --workload demo --before /tmp/before        # configs/demo_cpu.yaml as shipped
     python scripts/bench_step.py --workload spark-demo --before /tmp/before  # the SPARK demo, auxiliary phases too
+    python scripts/bench_step.py --variant trainer.share_prompts=true   # the same code with other settings, too
     python scripts/bench_step.py --draw 4    # one step's data: drawn together vs one row at a time, in one process
 """
 
@@ -244,14 +245,14 @@ def bench_draw(k: int, repeats: int = 150) -> None:
 
 
 # -- the driver ------------------------------------------------------------------------------------------------
-def run_round(jobs: list[tuple[str, str, str | None]], model: str, steps: int, workload: str,
-              extra: list[str]) -> list[dict]:
-    """One process per job (interpreter, worker, checkout or None), all loaded at once, then taking turns step by step
-    (`Baton`, the first job first); their results in job order."""
+def run_round(jobs: list[tuple[str, str, str | None, list[str]]], model: str, steps: int,
+              workload: str) -> list[dict]:
+    """One process per job (interpreter, worker, checkout or None, spark-vl overrides), all loaded at once, then
+    taking turns step by step (`Baton`, the first job first); their results in job order."""
     ring = [os.pipe() for _ in jobs]  # job i takes the token from ring[i] and gives it to ring[i + 1]
     ready_r, ready_w = os.pipe()
     procs, outs, logs = [], [], []
-    for i, (python, worker, source) in enumerate(jobs):
+    for i, (python, worker, source, extra) in enumerate(jobs):
         fds = (ring[i][0], ring[(i + 1) % len(jobs)][1], ready_w)
         outs.append(tempfile.NamedTemporaryFile(suffix=".json"))
         logs.append(tempfile.TemporaryFile(mode="w+"))
@@ -298,6 +299,8 @@ def main() -> None:
     parser.add_argument("--before", default=None,
                         help="an earlier spark-vl checkout (git worktree add /tmp/before <commit>), measured "
                              "interleaved with this one")
+    parser.add_argument("--variant", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="also this checkout with these overrides (e.g. trainer.share_prompts=true), interleaved")
     parser.add_argument("--draw", type=int, default=0, metavar="K",
                         help="only time drawing one step's K prompts: together vs one row at a time")
     parser.add_argument("--worker", choices=["spark", "trl"], help=argparse.SUPPRESS)
@@ -316,16 +319,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = save_model(args.model, Path(tmp) / "model")
-        spark, other, before = [], [], []
-        jobs = [(spark, (sys.executable, "spark", None))]
+        spark, other, before, variant = [], [], [], []
+        jobs = [(spark, (sys.executable, "spark", None, args.set))]
         if trl:
-            jobs.append((other, (trl, "trl", None)))
+            jobs.append((other, (trl, "trl", None, [])))
         if args.before:
-            jobs.append((before, (sys.executable, "spark", args.before)))
+            jobs.append((before, (sys.executable, "spark", args.before, args.set)))
+        if args.variant:
+            jobs.append((variant, (sys.executable, "spark", None, [*args.set, *args.variant])))
         for i in range(args.rounds):  # every other round in reverse order: no framework always steps first
             order = jobs if i % 2 == 0 else jobs[::-1]
             for (results, _), result in zip(order, run_round([job for _, job in order], model, args.steps,
-                                                                  args.workload, args.set)):
+                                                                  args.workload)):
                 results.append(result)
     if trl:
         version = subprocess.run([trl, "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True)
@@ -334,7 +339,8 @@ def main() -> None:
     print(f"# training step, {args.model} ({args.workload}), CPU fp32, {torch.get_num_threads()} threads, "
           f"{platform.machine()}, {date.today()}")
     print(f"{args.rounds} rounds x {args.steps - 1} measured steps per framework (after 1 warm-up step each)")
-    runs = {"spark-vl": spark, **({f"before ({args.before})": before} if before else {})}
+    runs = {"spark-vl": spark, **({f"before ({args.before})": before} if before else {}),
+            **({"variant (" + " ".join(args.variant) + ")": variant} if variant else {})}
     print("| phase, seconds per step (median) | " + " | ".join(runs) + " |")
     print("|---" * (len(runs) + 1) + "|")
     for phase in [p for p in spark[0]["phases"] if spark[0]["phases"][p]]:
@@ -348,7 +354,11 @@ def main() -> None:
     if before:
         rounds = [med(r["step"]) / med(b["step"]) for r, b in zip(spark, before)]
         print(f"spark-vl step time now / before: {med(rounds):.2f}, the median of the rounds' ratios (per round: "
-              + ", ".join(f"{x:.2f}" for x in rounds) + f"; all steps pooled {s / list(steps.values())[1]:.2f})")
+              + ", ".join(f"{x:.2f}" for x in rounds) + f"; all steps pooled {s / med(flat(before, 'step')):.2f})")
+    if variant:
+        rounds = [med(v["step"]) / med(r["step"]) for r, v in zip(spark, variant)]
+        print(f"variant step time / spark-vl: {med(rounds):.2f}, the median of the rounds' ratios (per round: "
+              + ", ".join(f"{x:.2f}" for x in rounds) + f"; all steps pooled {med(flat(variant, 'step')) / s:.2f})")
     if trl:
         t = med(flat(other, "step"))
         print(f"TRL {version.stdout.strip()} GRPOTrainer: {t:.3f} s/step ({per_step / t:.0f} completions/s, "
@@ -363,6 +373,11 @@ def main() -> None:
               "round: " + ", ".join(f"{x:.2f}x" for x in rounds) + f"; all steps pooled {t / s:.2f}x; steps timed "
               f"end to end; inside the step alone, without fetching data and logging: spark-vl "
               f"{med(flat(spark, 'inside')):.3f}, TRL {med(flat(other, 'inside')):.3f} s)")
+        if variant:
+            rounds = [med(o["step"]) / med(v["step"]) for v, o in zip(variant, other)]
+            pooled = t / med(flat(variant, "step"))
+            print(f"variant / TRL completions per second: {med(rounds):.2f}x (per round: "
+                  + ", ".join(f"{x:.2f}x" for x in rounds) + f"; all steps pooled {pooled:.2f}x)")
 
 
 if __name__ == "__main__":
