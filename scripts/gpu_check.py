@@ -97,11 +97,11 @@ def make_batch(shape, mb: int, seq: int, img: int, device, dtype):
     patch_dim = 3 * shape.temporal_patch * shape.patch**2
     pixels = torch.randn(mb * side * side, patch_dim, device=device, dtype=dtype)
     grid = torch.tensor([[1, side, side]] * mb, device=device)
-    # the fields sequence_logprobs reads from a TrainBatch: every position scored, no shared images, positions
-    # computed by the model
+    # the fields sequence_logprobs reads from a TrainBatch: every position scored, no shared images or prompts,
+    # positions computed by the model
     return SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
                            image_grid_thw=grid, mm_token_type_ids=mm, response_mask=torch.ones(mb, seq - 1),
-                           position_ids=None, image_index=None, vision_grid_thw=None)
+                           position_ids=None, image_index=None, vision_grid_thw=None, shared=None)
 
 
 def run_phase(size: str, stage: int, offload: bool, steps: int, device_name: str) -> dict:
