@@ -199,7 +199,8 @@ class TrainerConfig:
     micro_batch_size: int = 4  # sequences per device per forward/backward
     # Log-prob and update forwards compute each distinct prompt of a micro-batch once, its rows' responses attending
     # to its keys and values (`SharedPrompts`): the same values up to float rounding, not bitwise; saves the
-    # repeated prompt tokens (most of a VLM row when the image is large). Not with model.gradient_checkpointing.
+    # repeated prompt tokens (most of a VLM row when the image is large). Not with model.gradient_checkpointing
+    # or flash_attention_2 (refused at load time).
     share_prompts: bool = False
     lr: float = 1e-6
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
