@@ -150,7 +150,7 @@ def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False, unif
                 by_prompt[id(s.prompt)] = torch.cat([prompt, text.expand(3, -1)], dim=1)
         positions = torch.stack([by_prompt[id(s.prompt)] for s in seqs], dim=1)
     once = None
-    if share_prompts and positions is not None and (uniform or len({id(s.prompt) for s in seqs}) < len(seqs)):
+    if share_prompts and positions is not None and (uniform or len(distinct_prompts(seqs)) < len(seqs)):
         once = shared_prompts(seqs, pad_id, T)
     return TrainBatch(
         input_ids=_tensor(ids, np.int64),
@@ -175,10 +175,9 @@ def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False, unif
 
 def shared_prompts(seqs: list[Sequence], pad_id: int, T: int) -> SharedPrompts:
     """`SharedPrompts` of `seqs` (collated to T columns); every prompt carries its positions."""
-    index: dict[int, int] = {}
-    for s in seqs:
-        index.setdefault(id(s.prompt), len(index))
-    distinct = list({id(s.prompt): s.prompt for s in seqs}.values())
+    by_id = distinct_prompts(seqs)
+    index = {key: g for g, key in enumerate(by_id)}
+    distinct = list(by_id.values())
     P = max(len(e.input_ids) for e in distinct)
     R = max(1, max(len(s.response_ids) for s in seqs))
     positions = torch.ones(3, len(distinct), P, dtype=torch.long)
@@ -221,13 +220,19 @@ def response_values(values_BT: torch.Tensor, seqs: list[Sequence]) -> list[list[
     return out
 
 
+def distinct_prompts(seqs: list[Sequence]) -> dict[int, EncodedPrompt]:
+    """The encoded prompts of `seqs` by identity (rows of a group share one object), in order of first appearance."""
+    out: dict[int, EncodedPrompt] = {}
+    for s in seqs:
+        out.setdefault(id(s.prompt), s.prompt)
+    return out
+
+
 def by_prompt(seqs: list[Sequence]) -> list[Sequence]:
     """`seqs` with the rows of each prompt side by side (prompts in order of first appearance, rows in their order):
     micro-batches cut from it hold several rows of a prompt, which `SharedPrompts` computes once."""
-    first: dict[int, int] = {}
-    for s in seqs:
-        first.setdefault(id(s.prompt), len(first))
-    return sorted(seqs, key=lambda s: first[id(s.prompt)])
+    order = {key: g for g, key in enumerate(distinct_prompts(seqs))}
+    return sorted(seqs, key=lambda s: order[id(s.prompt)])
 
 
 def mini_batches(seqs: list[Sequence], num_minis: int) -> list[list[Sequence]]:
