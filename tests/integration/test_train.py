@@ -159,6 +159,19 @@ def test_shared_prompts_give_the_same_steps(tmp_path):
     assert plain[2]["actor/kl"] > 1e-9  # after an update the reference differs: the KL term is compared, not 0 = 0
 
 
+def test_shared_prompts_need_a_separate_text_decoder(tmp_path, monkeypatch):
+    """A model without `model.language_model` (the decoder the responses run through alone) is refused at start,
+    naming the key to turn off."""
+    from types import SimpleNamespace
+
+    from spark_vl.config import ConfigError
+    from spark_vl.trainer import loop
+
+    monkeypatch.setattr(loop, "load_model", lambda cfg, device: (SimpleNamespace(model=SimpleNamespace()), None))
+    with pytest.raises(ConfigError, match="trainer.share_prompts=false"):
+        train(fast_config(tmp_path / "run", "trainer.rollout_steps=1", "trainer.share_prompts=true"))
+
+
 def test_spark_reward_only_ablation_trains_only_auxiliary_phases(tmp_path, monkeypatch):
     """GRPO reward-only: policy prompts are rolled out (and logged) but never trained on; the auxiliary data
     come from the frozen initial model; label warm-start experts ride along."""
