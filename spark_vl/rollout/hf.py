@@ -29,6 +29,7 @@ from transformers.generation.logits_process import (
 from spark_vl.config import RolloutConfig
 from spark_vl.models import cache_arg, model_cache, no_autograd
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, pad_prompts, vision_filler
+from spark_vl.rollout.decode import LeanDecoder
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -53,6 +54,7 @@ class HFEngine:
         # and the update would fail with "image features and image tokens do not match".
         self.suppress_ids = vision_token_ids(tok)
         self._suppress_index: torch.Tensor | None = None  # suppress_ids on the model's device, made once
+        self._lean: LeanDecoder | None = None  # the decode step of the current model's text decoder
 
     # Weight sync and sleep/wake only matter for an engine that holds its own copy of the weights.
     def sync_weights(self, model) -> None:
@@ -161,8 +163,11 @@ class HFEngine:
         sampled: list[torch.Tensor] = []
         logprobs: list[torch.Tensor] = []
         # Decode steps carry no image: they call the text decoder and the LM head directly (the multimodal wrappers
-        # cost ~0.4 ms per step on a small model); a model without `model.language_model` gets the full forward.
+        # cost ~0.4 ms per step on a small model), through `LeanDecoder` (transformers' forward without its per-call
+        # machinery, checked bitwise against it); a model without `model.language_model` gets the full forward.
         decoder = getattr(self.model.model, "language_model", None)
+        if decoder is not None and (self._lean is None or self._lean.decoder is not decoder):
+            self._lean = LeanDecoder(decoder)
         kv = cache_arg(decoder if decoder is not None else self.model)
         fed = 0  # new tokens in the cache (a rank that finished early under ZeRO-3 feeds on with the others)
         was_training = self.model.training
@@ -203,7 +208,7 @@ class HFEngine:
                 step = {"input_ids": last, "attention_mask": mask[:, None, None, : prompt_cols + fed + 1],
                         "position_ids": (position + fed).view(1, B, 1).expand(3, B, 1), kv: cache, "use_cache": True}
                 if decoder is not None:
-                    logits = self.model.lm_head(decoder(**step).last_hidden_state[:, -1])
+                    logits = self.model.lm_head(self._lean(step)[:, -1])
                 else:
                     logits = self.model(**step, logits_to_keep=1).logits[:, -1]
                 fed += 1

@@ -152,6 +152,7 @@ def test_sampler_draws_exactly_what_transformers_generate_draws(tiny_model, samp
             assert stop == (ours[-1] in stops)
             assert all(t == engine.pad_id for t in theirs[len(ours):])  # generate pads a stopped row
     assert any(stopped)  # the frequent token did stop some rows
+    assert engine._lean.verified is True  # the decode steps above ran through `LeanDecoder`
 
 
 def test_roomy_cache_layer_writes_in_place_and_returns_what_concatenation_would():

@@ -1,0 +1,118 @@
+"""`LeanDecoder`: the rollout's decode step without transformers' per-call machinery, equal to it bit for bit."""
+
+import copy
+import logging
+
+import pytest
+import torch
+
+import spark_vl.rollout.decode as decode
+from spark_vl.config import RolloutConfig
+from spark_vl.data.prompts import build_prompt
+from spark_vl.data.synthetic import synthetic_samples
+from spark_vl.models import cache_arg, model_cache
+from spark_vl.rollout import make_engine
+from spark_vl.rollout.decode import LeanDecoder
+from spark_vl.rollout.hf import make_room
+from spark_vl.types import SamplingParams
+
+
+def prefilled(model, rows=3, length=9, room=8):
+    """A copy of the text decoder in eval mode and its KV cache after left-padded prompts of different lengths (row
+    i has i pads), with room."""
+    decoder = copy.deepcopy(model.model.language_model).eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 200, (rows, length), generator=g)
+    mask = torch.ones(rows, length + room, dtype=torch.bool)
+    for i in range(rows):
+        mask[i, :i] = False
+    positions = (mask[:, :length].long().cumsum(1) - 1).clamp(min=0).expand(3, rows, length)
+    with torch.inference_mode():
+        out = decoder(input_ids=ids, attention_mask=mask[:, :length].long(), position_ids=positions, use_cache=True)
+    cache = model_cache(out)
+    make_room(cache, room)
+    return decoder, cache, mask, positions[:, :, -1:] + 1
+
+
+@pytest.mark.parametrize("steps", [4])
+def test_the_lean_step_equals_transformers_forward_bit_for_bit(tiny_model, steps):
+    """Several steps on two copies of a prefilled cache (left padding, M-RoPE positions, grouped-query attention):
+    the same hidden states and the same keys and values in every layer, exactly."""
+    model, _ = tiny_model
+    decoder, cache, mask, position = prefilled(model)
+    lean = LeanDecoder(decoder)
+    assert lean.unsupported is None
+    theirs, kv = copy.deepcopy(cache), cache_arg(decoder)
+    g = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for fed in range(steps):
+            ids = torch.randint(10, 200, (3, 1), generator=g)
+            step = {"input_ids": ids, "attention_mask": mask[:, None, None, : 9 + fed + 1],
+                    "position_ids": position + fed, "use_cache": True}
+            ours = lean({**step, kv: cache})
+            want = decoder(**step, **{kv: theirs}).last_hidden_state
+            assert torch.equal(ours, want)
+            for a, b in zip(cache.layers, theirs.layers, strict=True):
+                assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    assert lean.verified is True and lean.stock == 1  # the first step was also run once the stock way, on one row
+
+
+def rollouts(model, processor, seed=5):
+    engine = make_engine(RolloutConfig(), model, processor)
+    torch.manual_seed(seed)
+    groups = engine.generate([build_prompt(s) for s in synthetic_samples(3, seed=2)], 3,
+                             SamplingParams(temperature=1.0, max_new_tokens=12))
+    return engine, [(r.token_ids, r.logprobs) for g in groups for r in g.rollouts]
+
+
+def test_rollouts_are_the_same_with_the_lean_step_and_without(tiny_model, monkeypatch):
+    model, processor = tiny_model
+    engine, lean = rollouts(model, processor)
+    assert engine._lean.verified is True and engine._lean.stock == 1
+    monkeypatch.setattr(decode, "unsupported", lambda decoder: "switched off by the test")
+    engine, stock = rollouts(model, processor)
+    assert engine._lean.unsupported and engine._lean.stock == 11  # 12 new tokens: 11 decode steps
+    assert lean == stock
+
+
+def test_a_lean_step_that_differs_gives_way_to_transformers_forward(tiny_qwen25, monkeypatch, caplog):
+    """A lean step one rounding off (as another transformers version could be) is found on the first step, said,
+    and never used: the rollouts are those of the stock forward."""
+    model, processor = tiny_qwen25
+    _, want = rollouts(model, processor)
+    rms_norm = decode.rms_norm
+    monkeypatch.setattr(decode, "rms_norm", lambda x, norm: torch.nextafter(rms_norm(x, norm), torch.tensor(1e9)))
+    with caplog.at_level(logging.WARNING, logger=decode.__name__):
+        engine, got = rollouts(model, processor)
+    assert engine._lean.verified is False and engine._lean.stock == 12  # the trial step on one row, then 11
+    assert "differs from transformers' forward" in caplog.text
+    assert got == want
+
+
+def test_the_lean_step_steps_aside_where_it_cannot_see_the_computation(tiny_qwen25):
+    model, _ = tiny_qwen25
+    decoder, cache, mask, position = prefilled(model)
+    assert decode.unsupported(decoder) is None
+    eager = copy.deepcopy(decoder)
+    eager.config._attn_implementation = "eager"
+    assert "not 'sdpa'" in decode.unsupported(eager)
+    hooked = copy.deepcopy(decoder)
+    hooked.layers[1].mlp.register_forward_pre_hook(lambda module, args: None)  # as ZeRO-3's parameter gathering
+    assert "forward hooks on layers.1.mlp" in decode.unsupported(hooked)
+
+    class LoRALinear(torch.nn.Linear):
+        pass
+
+    adapted = copy.deepcopy(decoder)
+    old = adapted.layers[0].self_attn.q_proj
+    adapted.layers[0].self_attn.q_proj = LoRALinear(old.in_features, old.out_features)
+    assert "not plain Linear" in decode.unsupported(adapted)
+    assert "not laid out" in decode.unsupported(torch.nn.Linear(2, 2))
+
+    # In training mode (dropout) every step is the stock forward's.
+    decoder.train()
+    lean = LeanDecoder(decoder)
+    with torch.inference_mode():
+        lean({"input_ids": torch.ones(3, 1, dtype=torch.long), "attention_mask": mask[:, None, None, :10],
+              "position_ids": position, "use_cache": True, cache_arg(decoder): cache})
+    assert lean.stock == 1 and lean.verified is None
