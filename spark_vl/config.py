@@ -202,6 +202,9 @@ class TrainerConfig:
     # repeated prompt tokens (most of a VLM row when the image is large). Not with model.gradient_checkpointing
     # or flash_attention_2 (refused at load time).
     share_prompts: bool = False
+    # Score rewards in a thread while the step's old/reference log-prob passes run (they read the rollouts, never the
+    # rewards: the same values). Only where no judge model scores rewards and no dynamic sampling drops groups.
+    overlap_reward: bool = True
     lr: float = 1e-6
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_ratio: float = 0.03  # share of total optimizer steps spent in linear warm-up

@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -158,9 +160,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
                 probes = trainer.rollout(unseen, cfg.algorithm.spo_init_samples, metrics, "spo/init_")
                 trainer.reward(probes)
                 spo_glue.seed_from_samples(probes, spo, cfg.algorithm)
-        # 2. rollout and 3. reward
+        # 2. rollout and 3. reward (meanwhile, where allowed, the old/reference log-probs of step 5: `score`)
         groups = trainer.rollout(policy + aux, n, metrics, "")
-        trainer.reward(groups, metrics, "")
+        learns = spark is None or cfg.spark.train_on_policy
+        prepared = trainer.score(groups, experts if learns else None, plan.reuse_old_logprobs, metrics, "")
         trained = trainer.informative_groups(groups, source, n, metrics) if cfg.algorithm.dynamic_sampling else groups
         # 4. recycle (SPARK): judge and reflection prompts from this step's verified rollouts (or, without
         #    co-evolution, from the frozen initial model's rollouts of the same prompts)
@@ -173,9 +176,9 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             spark.recycle(recycled_from, step, metrics)
             spark.log_trained(aux, step, metrics)
         # 5. logprobs and 6. update (the reward-only ablation rolls out and recycles policy prompts, no update)
-        if spark is None or cfg.spark.train_on_policy:
+        if learns:
             trainer.learn(trained, experts, plan.optimizer_steps_per_rollout_step, plan.reuse_old_logprobs, metrics,
-                          "")
+                          "", prepared)
         if spo is not None:
             source.set_weights(spo_glue.weights_of([prompt_key(p) for p in drawn], spo))
             for name, value in spo_glue.tracker_metrics(spo, source.pool_size).items():
@@ -184,9 +187,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         aux_groups = [g for g in groups if g.prompt.kind != "policy"]
         if spark is not None and (aux := spark.take_phase(step)) is not None:
             aux_groups = trainer.rollout(aux, plan.aux_samples_per_prompt, metrics, "aux/")
-            trainer.reward(aux_groups, metrics, "aux/")
-            trainer.learn(aux_groups, label_experts(aux, cfg.spark.aux_sft_prompts),
-                          plan.aux_optimizer_steps_per_phase, plan.aux_reuse_old_logprobs, metrics, "aux/")
+            aux_experts = label_experts(aux, cfg.spark.aux_sft_prompts)
+            prepared = trainer.score(aux_groups, aux_experts, plan.aux_reuse_old_logprobs, metrics, "aux/")
+            trainer.learn(aux_groups, aux_experts, plan.aux_optimizer_steps_per_phase, plan.aux_reuse_old_logprobs,
+                          metrics, "aux/", prepared)
             spark.log_trained(aux, step, metrics)
         if spark is not None:
             spark.log_judge(aux_groups, step, metrics)
@@ -230,6 +234,22 @@ class TrainState:
     skipped_updates: int = 0
     # Algorithm state saved in checkpoints: {"spark": SparkPhase state, "<advantage name>": estimator state}.
     algorithm: dict = field(default_factory=dict)
+
+
+class Prepared(NamedTuple):
+    """A phase's training sequences with their old/reference log-probs, made while its rewards were scored."""
+
+    seqs: list[Sequence]
+    seconds: float  # the log-prob passes' time
+
+
+def set_advantages(seqs: list[Sequence], groups: list[RolloutGroup], advantages: list[list[float]]) -> None:
+    """Each rollout's advantage onto its sequence (`Trainer.sequences` order: non-empty rollouts, then experts)."""
+    policy = iter(seqs)
+    for g, adv in zip(groups, advantages, strict=True):
+        for r, a in zip(g.rollouts, adv, strict=True):
+            if r.token_ids:
+                next(policy).advantage = a
 
 
 def informative(groups: list[RolloutGroup]) -> list[RolloutGroup]:
@@ -337,6 +357,34 @@ class Trainer:
                 metrics.total(f"{prefix}judge/scored", judge.scored - before[0])
                 metrics.total(f"{prefix}judge/cached", judge.hits - before[1])
 
+    def score(self, groups: list[RolloutGroup], experts: list[Prompt] | None, reuse_old: bool, metrics: Means,
+              prefix: str) -> Prepared | None:
+        """`reward(groups)`; and meanwhile, where `overlaps`, the sequences `learn(groups, experts)` will train and
+        their old/reference log-prob passes, which read the rollouts and never the rewards (the same values as after
+        scoring). The verifier's time (its worker process, its regular expressions) then hides behind the model's
+        passes instead of adding to them. `experts` None: nothing will be learned from these groups."""
+        if experts is None or not self.overlaps:
+            self.reward(groups, metrics, prefix)
+            return None
+        # The passes add no metric while the scorer adds its own to `metrics`: the same sums in the same order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward") as scorer:
+            scored = scorer.submit(self.reward, groups, metrics, prefix)
+            t0 = time.perf_counter()
+            seqs = self.sequences(groups, experts, PromptEncoder(self.processor))
+            self.fill_logprobs(seqs, old=not (reuse_old and self.dropout_free))
+            t1 = time.perf_counter()
+            scored.result()  # the scorer's exception, if any, is raised here
+        metrics.add(f"time/{prefix}reward_wait", time.perf_counter() - t1)  # scoring that outlasted the passes
+        return Prepared(seqs, t1 - t0)
+
+    @property
+    def overlaps(self) -> bool:
+        """Rewards may be scored beside the log-prob passes: asked for, no judge model (its forward passes would
+        share the device, and under ZeRO-3 its collectives the ranks), no dynamic sampling (it trains only the
+        groups the rewards let through)."""
+        return (self.cfg.trainer.overlap_reward and self.reward_judge is None
+                and not self.cfg.algorithm.dynamic_sampling)
+
     # -- advantages, log-probs and the update ----------------------------------------------------------------------
     def advantages(self, groups: list[RolloutGroup], metrics: Means, prefix: str) -> list[list[float]]:
         """One call of the advantage estimator on every group of the phase, gathered from every rank (batch
@@ -359,15 +407,16 @@ class Trainer:
         metrics.add(f"{prefix}advantage/zero_share", float((mine.abs() < 1e-8).sum()), float(mine.numel()))
         return mine.tolist()
 
-    def sequences(self, groups: list[RolloutGroup], advantages: list[list[float]], experts: list[Prompt],
-                  encode: PromptEncoder) -> list[Sequence]:
+    def sequences(self, groups: list[RolloutGroup], experts: list[Prompt], encode: PromptEncoder) -> list[Sequence]:
+        """The phase's training sequences: every non-empty rollout, then the expert solutions (advantages are set
+        later, by `set_advantages`)."""
         seqs = []
         if groups and self.filler_prompt is None:
             self.filler_prompt = encode(groups[0].prompt)
-        for g, adv in zip(groups, advantages):
-            for r, a in zip(g.rollouts, adv):
+        for g in groups:
+            for r in g.rollouts:
                 if r.token_ids:  # an empty response takes part in the group baseline, not in the loss
-                    seqs.append(Sequence(encode(g.prompt), list(r.token_ids), advantage=a,
+                    seqs.append(Sequence(encode(g.prompt), list(r.token_ids),
                                          behaviour_logprobs=r.logprobs or None, key=prompt_key(g.prompt)))
         tok = self.processor.tokenizer
         for p in experts:
@@ -451,10 +500,10 @@ class Trainer:
         return self.state.algorithm.setdefault("advantage/spo", {})
 
     def learn(self, groups: list[RolloutGroup], experts: list[Prompt], optimizer_steps: int, reuse_old: bool,
-              metrics: Means, prefix: str) -> None:
+              metrics: Means, prefix: str, prepared: Prepared | None = None) -> None:
         """Advantages -> sequences -> old/reference log-probs -> `optimizer_steps` updates. With `reuse_old` (one
         epoch, one optimizer step: `Derived.reuse_old_logprobs`) the old log-probs come from the update's own
-        forward pass instead of a separate one."""
+        forward pass instead of a separate one. `prepared`: the sequences with their log-probs, made by `score`."""
         t0 = time.perf_counter()
         encode = PromptEncoder(self.processor)
         spo = self.spo_state
@@ -464,13 +513,18 @@ class Trainer:
             self.fill_logprobs([seq for _, seq in revisited])
             for drift in spo_glue.set_forgetting(revisited, spo, self.cfg.algorithm):
                 metrics.add("spo/drift", drift)
-        seqs = self.sequences(groups, self.advantages(groups, metrics, prefix), experts, encode)
+        advantages = self.advantages(groups, metrics, prefix)
         reuse_old = reuse_old and self.dropout_free
-        self.fill_logprobs(seqs, old=not reuse_old)
+        if prepared is None:
+            seqs = self.sequences(groups, experts, encode)
+            self.fill_logprobs(seqs, old=not reuse_old)
+        else:
+            seqs = prepared.seqs
+        set_advantages(seqs, groups, advantages)
         t1 = time.perf_counter()
         self.update(seqs, max(1, optimizer_steps // self.cfg.algorithm.ppo_epochs), metrics, reuse_old)
         self.rollout_engine.sync_weights(self.model)  # an engine with its own weights (vLLM) takes the new ones
-        metrics.add(f"time/{prefix}logprobs", t1 - t0)
+        metrics.add(f"time/{prefix}logprobs", t1 - t0 + (prepared.seconds if prepared is not None else 0.0))
         metrics.add(f"time/{prefix}update", time.perf_counter() - t1)
         self.log_sampler_gap(seqs, metrics, prefix)
         if spo is not None:

@@ -351,3 +351,48 @@ def test_one_process_skips_deepspeeds_identity_allreduce_and_gets_the_same_gradi
         grads.append([p.grad.clone() for p in model.parameters()])
         assert len(reduced) == int(allreduce)
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def same_values(a: dict, b: dict) -> bool:
+    """Equal metrics rows, times aside (NaN equal to NaN)."""
+    keys = {k for k in a if not k.startswith("time/")}
+    return keys == {k for k in b if not k.startswith("time/")} and all(
+        a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in keys)
+
+
+def test_rewards_scored_beside_the_logprob_passes_change_nothing(tmp_path, monkeypatch):
+    """trainer.overlap_reward: the verifier scores in its own thread while the old and reference passes run, and
+    the run is the one that scores first, bit for bit (every metric of every step but the times)."""
+    import threading
+
+    from spark_vl.trainer import loop
+
+    threads = []
+    score_groups = loop.score_groups
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return score_groups(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "score_groups", spy)
+    common = ("trainer.rollout_steps=2", "algorithm.kl_coef=0.04", "algorithm.reuse_old_logprobs=false")
+    beside = read_metrics(train(fast_config(tmp_path / "beside", *common)))
+    beside_threads, threads[:] = threads[:], []
+    first = read_metrics(train(fast_config(tmp_path / "first", *common, "trainer.overlap_reward=false")))
+    # (the held-out evaluations before and after training score in the main thread either way)
+    assert sum(name.startswith("reward") for name in beside_threads) == 2 and len(beside_threads) == len(threads)
+    assert set(threads) == {"MainThread"}
+    assert all(same_values(a, b) for a, b in zip(beside, first, strict=True))
+    assert first[2]["actor/kl"] > 1e-9  # the reference pass's values take part (after an update, KL is not 0)
+    assert all(m["time/reward_wait"] >= 0 for m in beside[1:]) and not any("time/reward_wait" in m for m in first)
+
+
+def test_a_scorer_that_fails_stops_the_run_with_its_error(tmp_path, monkeypatch):
+    from spark_vl.trainer import loop
+
+    def broken(*args, **kwargs):
+        raise ValueError("reward plug-in failed on row 3")
+
+    monkeypatch.setattr(loop, "score_groups", broken)
+    with pytest.raises(ValueError, match="row 3"):
+        train(fast_config(tmp_path / "run", "trainer.rollout_steps=1"))
