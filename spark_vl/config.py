@@ -203,7 +203,8 @@ class TrainerConfig:
     # or flash_attention_2 (refused at load time).
     share_prompts: bool = False
     # Score rewards in a thread while the step's old/reference log-prob passes run (they read the rollouts, never the
-    # rewards: the same values). Only where no judge model scores rewards and no dynamic sampling drops groups.
+    # rewards: the same values). Only with the builtin verifier (reward.name=math), no judge model and no dynamic
+    # sampling (which drops groups by their rewards).
     overlap_reward: bool = True
     lr: float = 1e-6
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio

@@ -379,10 +379,11 @@ class Trainer:
 
     @property
     def overlaps(self) -> bool:
-        """Rewards may be scored beside the log-prob passes: asked for, no judge model (its forward passes would
-        share the device, and under ZeRO-3 its collectives the ranks), no dynamic sampling (it trains only the
-        groups the rewards let through)."""
-        return (self.cfg.trainer.overlap_reward and self.reward_judge is None
+        """Rewards may be scored beside the log-prob passes: asked for, the builtin verifier (a plug-in reward may
+        use the model or the device itself), no judge model (its forward passes would share the device, and under
+        ZeRO-3 its collectives the ranks), no dynamic sampling (it trains only the groups the rewards let
+        through)."""
+        return (self.cfg.trainer.overlap_reward and self.cfg.reward.name == "math" and self.reward_judge is None
                 and not self.cfg.algorithm.dynamic_sampling)
 
     # -- advantages, log-probs and the update ----------------------------------------------------------------------

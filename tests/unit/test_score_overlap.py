@@ -26,6 +26,7 @@ def test_advantages_land_on_the_sequences_of_non_empty_rollouts_in_order():
     (["trainer.overlap_reward=false"], None, False),
     (["algorithm.dynamic_sampling=true"], None, False),  # only the groups the rewards let through are trained
     ([], object(), False),  # a judge model's forward passes would share the device (and ZeRO-3's collectives)
+    (["reward.name=my_lab.rewards:score"], None, False),  # a plug-in (not loaded here) may use the device
 ])
 def test_scoring_overlaps_only_where_nothing_else_needs_the_model_or_the_rewards_first(overrides, judge, expected):
     cfg = load_config("configs/demo_cpu.yaml", overrides)
