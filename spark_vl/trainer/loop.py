@@ -370,8 +370,7 @@ class Trainer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward") as scorer:
             scored = scorer.submit(self.reward, groups, metrics, prefix)
             t0 = time.perf_counter()
-            seqs = self.sequences(groups, experts, PromptEncoder(self.processor))
-            self.fill_logprobs(seqs, old=not (reuse_old and self.dropout_free))
+            seqs = self.prepare(groups, experts, reuse_old, PromptEncoder(self.processor))
             t1 = time.perf_counter()
             scored.result()  # the scorer's exception, if any, is raised here
         metrics.add(f"time/{prefix}reward_wait", time.perf_counter() - t1)  # scoring that outlasted the passes
@@ -407,6 +406,14 @@ class Trainer:
         # Samples that carry no gradient (GRPO: flat groups; SPO: reward equal to the tracked value).
         metrics.add(f"{prefix}advantage/zero_share", float((mine.abs() < 1e-8).sum()), float(mine.numel()))
         return mine.tolist()
+
+    def prepare(self, groups: list[RolloutGroup], experts: list[Prompt], reuse_old: bool,
+                encode: PromptEncoder) -> list[Sequence]:
+        """The phase's sequences with their reference log-probs, and their old ones unless the update's own forward
+        gives them (`reuse_old`, where no dropout is active)."""
+        seqs = self.sequences(groups, experts, encode)
+        self.fill_logprobs(seqs, old=not (reuse_old and self.dropout_free))
+        return seqs
 
     def sequences(self, groups: list[RolloutGroup], experts: list[Prompt], encode: PromptEncoder) -> list[Sequence]:
         """The phase's training sequences: every non-empty rollout, then the expert solutions (advantages are set
@@ -515,12 +522,8 @@ class Trainer:
             for drift in spo_glue.set_forgetting(revisited, spo, self.cfg.algorithm):
                 metrics.add("spo/drift", drift)
         advantages = self.advantages(groups, metrics, prefix)
+        seqs = prepared.seqs if prepared is not None else self.prepare(groups, experts, reuse_old, encode)
         reuse_old = reuse_old and self.dropout_free
-        if prepared is None:
-            seqs = self.sequences(groups, experts, encode)
-            self.fill_logprobs(seqs, old=not reuse_old)
-        else:
-            seqs = prepared.seqs
         set_advantages(seqs, groups, advantages)
         t1 = time.perf_counter()
         self.update(seqs, max(1, optimizer_steps // self.cfg.algorithm.ppo_epochs), metrics, reuse_old)
