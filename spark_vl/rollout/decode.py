@@ -3,21 +3,30 @@
 A rollout runs the text decoder once per new token on [B, 1] ids. On a small model most of that call is not
 arithmetic but transformers' own machinery: ~30 nested module calls with their hook checks, four decorators on the
 decoder's forward and one on every attention, config lookups, mask preparation and output containers. `LeanDecoder`
-issues the same tensor operations, in the same order, on the same weights, and calls the model's own embedding,
-rotary embedding and activation modules; the M-RoPE positions and the [B, 1, 1, L] boolean mask are the caller's,
-as for the stock forward.
+issues the same tensor operations on the same weights, and calls the model's own embedding, rotary embedding and
+activation modules; the M-RoPE positions and the [B, 1, 1, L] boolean mask are the caller's, as for the stock
+forward. Where the per-operation cost dominates it also issues fewer of them, each computing the same numbers:
+- the query, key and value projections as one matrix product (and the MLP's gate and up projections as another) on
+  the weights stacked once per weight update, for decoders whose stacked copies are small (`FUSE_MAX_BYTES`): each
+  output column is the same dot product over the same inputs;
+- the rotary embedding of the query and key heads together (elementwise: the same per element);
+- the rotary cos/sin of the coming positions at once, when the caller says how many tokens it fed since the first
+  step (`fed`): the table is an outer product with one factor per element, then cos and sin, elementwise.
 
 It does not assume it computes the same numbers. Its first step is computed both ways, on two copies of one row's
 KV cache, and compared bitwise (the new hidden state and every layer's new keys and values): any difference (another
-transformers version, a decoder laid out otherwise) makes it use the stock forward from then on, with a warning.
-It steps aside, before trying, wherever it cannot see the computation: another attention than `sdpa`, a forward hook
-on any module (ZeRO-3's parameter gathering, PEFT), a Linear subclass (LoRA, quantized layers), sliding-window
-layers, a decoder without the Qwen layout; and in training mode (dropout).
+transformers version, a decoder laid out otherwise) makes it use the stock forward from then on, with a warning. The
+stacked projections are also compared with the separate ones on the first step of every batch size (the rows are
+the matrix products' M dimension, which can select another kernel), and are not used where they differ. It steps
+aside, before trying, wherever it cannot see the computation: another attention than `sdpa`, a forward hook on any
+module (ZeRO-3's parameter gathering, PEFT), a Linear subclass (LoRA, quantized layers), sliding-window layers, a
+decoder without the Qwen layout; and in training mode (dropout).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +36,17 @@ from transformers.cache_utils import DynamicCache
 logger = logging.getLogger(__name__)
 
 PROJECTIONS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
+FUSE_MAX_BYTES = 64 * 2**20  # stacked copies of the q/k/v and gate/up weights up to this size (small decoders)
+ROPE_STEPS = (32, 256)  # rotary tables: the first covers 32 positions, each next one twice as many, at most 256
+
+
+@dataclass
+class Stacked:
+    """One layer's stacked projections: [q; k; v] (weight and bias) and [gate; up]."""
+
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    gate_up_weight: torch.Tensor
 
 
 class LeanDecoder:
@@ -39,22 +59,28 @@ class LeanDecoder:
         self.unsupported = unsupported(decoder)
         self.verified: bool | None = None  # None: not compared with the stock forward yet
         self.stock = 0
+        self.fuse = not self.unsupported and stacked_bytes(decoder) <= FUSE_MAX_BYTES
+        self.stacked_ok: dict[int, bool] = {}  # batch size -> stacked projections equal the separate ones bitwise
+        self._stacked: tuple[tuple, list[Stacked]] | None = None  # (the weights' identity and versions, stacks)
+        self._rope: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (first `fed` it covers, cos, sin)
         if self.unsupported:
             logger.info("rollout decode step: transformers' forward (%s)", self.unsupported)
 
-    def __call__(self, step: dict) -> torch.Tensor:
+    def __call__(self, step: dict, fed: int | None = None) -> torch.Tensor:
+        """`fed`: new tokens fed since the first decode step, whose position_ids this step's are plus `fed` (the
+        rotary table is then reused); None computes the rotary embedding of this step alone."""
         cache_key = "cache" if "cache" in step else "past_key_values"
         lean = (not self.unsupported and self.verified is not False and not self.decoder.training
                 and step["input_ids"].shape[1] == 1
                 and getattr(step[cache_key], "layers", None) is not None)  # per-layer keys and values to copy
         if lean and self.verified is None:
-            self.verified = lean = self.matches_stock(step, cache_key)
+            self.verified = lean = self.matches_stock(step, cache_key, fed)
         if not lean:
             self.stock += 1
             return self.decoder(**step).last_hidden_state
-        return self.forward(step["input_ids"], step["attention_mask"], step["position_ids"], step[cache_key])
+        return self.forward(step["input_ids"], step["attention_mask"], step["position_ids"], step[cache_key], fed)
 
-    def matches_stock(self, step: dict, cache_key: str) -> bool:
+    def matches_stock(self, step: dict, cache_key: str, fed: int | None = None) -> bool:
         """One step of the first row both ways, each on its own copy of that row's cache: equal bit for bit?"""
         self.stock += 1
         row = {k: v for k, v in step.items() if k != cache_key}
@@ -62,7 +88,7 @@ class LeanDecoder:
                    position_ids=step["position_ids"][:, :1])
         stock_cache, lean_cache = one_row(step[cache_key]), one_row(step[cache_key])
         want = self.decoder(**row, **{cache_key: stock_cache}).last_hidden_state
-        got = self.forward(row["input_ids"], row["attention_mask"], row["position_ids"], lean_cache)
+        got = self.forward(row["input_ids"], row["attention_mask"], row["position_ids"], lean_cache, fed)
         same = torch.equal(want, got) and all(
             torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
             for a, b in zip(stock_cache.layers, lean_cache.layers, strict=True))
@@ -71,21 +97,34 @@ class LeanDecoder:
                            "by up to %.3g); using transformers' forward", float((want - got).abs().max()))
         return same
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
-        """transformers' decoder forward for one new token per row (Qwen2.5-VL / Qwen3-VL text models), op for op."""
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache,
+                fed: int | None = None) -> torch.Tensor:
+        """transformers' decoder forward for one new token per row (Qwen2.5-VL / Qwen3-VL text models)."""
         d = self.decoder
         B = input_ids.shape[0]
         hidden = d.embed_tokens(input_ids)
-        cos, sin = d.rotary_emb(hidden, position_ids)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        cos, sin = self.rope(hidden, position_ids, fed)
+        stacks = self.stacks()
+        check = stacks is not None and B not in self.stacked_ok  # this batch size's first step: compare both ways
+        stacked = stacks is not None and self.stacked_ok.get(B) is True
+        same = True
         for i, layer in enumerate(d.layers):
             attn, mlp = layer.self_attn, layer.mlp
             x = rms_norm(hidden, layer.input_layernorm)
-            q, k, v = (linear(x, p).view(B, 1, -1, attn.head_dim) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+            heads = [p.out_features // attn.head_dim for p in (attn.q_proj, attn.k_proj)]
+            if stacked:
+                qkv = F.linear(x, stacks[i].qkv_weight, stacks[i].qkv_bias)
+            else:
+                qkv = torch.cat([linear(x, p) for p in (attn.q_proj, attn.k_proj, attn.v_proj)], dim=-1)
+                if check:
+                    same = same and torch.equal(F.linear(x, stacks[i].qkv_weight, stacks[i].qkv_bias), qkv)
+            qkv = qkv.view(B, 1, -1, attn.head_dim).transpose(1, 2)  # [B, q + k + v heads, 1, head_dim]
+            qk, v = qkv[:, : sum(heads)], qkv[:, sum(heads) :]
             if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head's query and key
-                q, k = rms_norm(q, attn.q_norm), rms_norm(k, attn.k_norm)
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+                qk = torch.cat([rms_norm(qk[:, : heads[0]], attn.q_norm), rms_norm(qk[:, heads[0] :], attn.k_norm)],
+                               dim=1)
+            qk = qk * cos + rotate_half(qk) * sin
+            q, k = qk[:, : heads[0]], qk[:, heads[0] :]
             k, v = cache.update(k, v, i)
             groups = attn.num_key_value_groups
             if groups > 1:  # one query per row: the query heads of each key/value head side by side (`pack_gqa`)
@@ -95,8 +134,74 @@ class LeanDecoder:
             out = out.reshape(B, -1, 1, v.shape[-1]).transpose(1, 2).contiguous().reshape(B, 1, -1).contiguous()
             hidden = hidden + linear(out, attn.o_proj)
             x = rms_norm(hidden, layer.post_attention_layernorm)
-            hidden = hidden + linear(mlp.act_fn(linear(x, mlp.gate_proj)) * linear(x, mlp.up_proj), mlp.down_proj)
+            if stacked:
+                gate_up = F.linear(x, stacks[i].gate_up_weight)
+            else:
+                gate_up = torch.cat([linear(x, mlp.gate_proj), linear(x, mlp.up_proj)], dim=-1)
+                if check:
+                    same = same and torch.equal(F.linear(x, stacks[i].gate_up_weight), gate_up)
+            gate, up = gate_up.split(mlp.gate_proj.out_features, dim=-1)
+            hidden = hidden + linear(mlp.act_fn(gate) * up, mlp.down_proj)
+        if check:
+            self.stacked_ok[B] = same
+            if not same:
+                logger.info("rollout decode step: stacked projections differ from separate ones for %d rows; "
+                            "not stacking them", B)
         return rms_norm(hidden, d.norm)
+
+    def rope(self, hidden: torch.Tensor, position_ids: torch.Tensor, fed: int | None):
+        """cos and sin [B, 1, 1, head_dim] at `position_ids`: from the table of this rollout's coming positions
+        when `fed` is given (made at fed 0, and again when it runs out), else computed for this step alone."""
+        if fed is None:
+            cos, sin = self.decoder.rotary_emb(hidden, position_ids)
+            return cos.unsqueeze(1), sin.unsqueeze(1)
+        table = self._rope
+        if fed == 0 or table is None or not table[0] <= fed < table[0] + table[1].shape[1]:
+            length = ROPE_STEPS[0] if fed == 0 or table is None else min(2 * table[1].shape[1], ROPE_STEPS[1])
+            ahead = position_ids + torch.arange(length, device=position_ids.device)  # [3, B, length]
+            table = self._rope = (fed, *self.decoder.rotary_emb(hidden, ahead))
+        start, cos, sin = table
+        return cos[:, None, fed - start, None], sin[:, None, fed - start, None]
+
+    def stacks(self) -> list[Stacked] | None:
+        """Every layer's stacked projections (None where `fuse` is off), stacked again when any weight was replaced
+        or changed in place (an optimizer step, outside inference mode, bumps its version)."""
+        if not self.fuse:
+            return None
+        tensors = [t for layer in self.decoder.layers for p in projections(layer) for t in (p.weight, p.bias)
+                   if t is not None]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._stacked is None or self._stacked[0] != key:
+            with torch.no_grad():
+                self._stacked = (key, [stack(layer) for layer in self.decoder.layers])
+        return self._stacked[1]
+
+
+def projections(layer) -> tuple[torch.nn.Linear, ...]:
+    """The projections a layer's stacks are made of: q, k, v, gate, up."""
+    return (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.mlp.gate_proj,
+            layer.mlp.up_proj)
+
+
+def stack(layer) -> Stacked:
+    q, k, v, gate, up = projections(layer)
+    return Stacked(
+        qkv_weight=torch.cat([q.weight, k.weight, v.weight]),
+        qkv_bias=torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else None,
+        gate_up_weight=torch.cat([gate.weight, up.weight]),
+    )
+
+
+def stacked_bytes(decoder) -> float:
+    """Bytes the stacked copies of `decoder`'s projections would take (biases left out: small); inf for a decoder
+    with biases on some of q/k/v only, or on gate/up (not stacked)."""
+    total = 0
+    for layer in decoder.layers:
+        q, k, v, gate, up = projections(layer)
+        if len({p.bias is None for p in (q, k, v)}) > 1 or gate.bias is not None or up.bias is not None:
+            return float("inf")
+        total += sum(p.weight.numel() * p.weight.element_size() for p in (q, k, v, gate, up))
+    return total
 
 
 def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:

@@ -208,7 +208,7 @@ class HFEngine:
                 step = {"input_ids": last, "attention_mask": mask[:, None, None, : prompt_cols + fed + 1],
                         "position_ids": (position + fed).view(1, B, 1).expand(3, B, 1), kv: cache, "use_cache": True}
                 if decoder is not None:
-                    logits = self.model.lm_head(self._lean(step)[:, -1])
+                    logits = self.model.lm_head(self._lean(step, fed)[:, -1])
                 else:
                     logits = self.model(**step, logits_to_keep=1).logits[:, -1]
                 fed += 1

@@ -3,6 +3,7 @@
 import copy
 import logging
 
+import pytest
 import torch
 
 import spark_vl.rollout.decode as decode
@@ -33,26 +34,71 @@ def prefilled(model, rows=3, length=9, room=8):
     return decoder, cache, mask, positions[:, :, -1:] + 1
 
 
-def test_the_lean_step_equals_transformers_forward_bit_for_bit(tiny_model):
-    """Several steps on two copies of a prefilled cache (left padding, M-RoPE positions, grouped-query attention):
-    the same hidden states and the same keys and values in every layer, exactly."""
+@pytest.mark.parametrize("table", [False, True], ids=["rotary-per-step", "rotary-table"])
+def test_the_lean_step_equals_transformers_forward_bit_for_bit(tiny_model, table):
+    """Steps on two copies of a prefilled cache (left padding, M-RoPE positions, grouped-query attention): the same
+    hidden states and the same keys and values in every layer, exactly; with the rotary table (`fed` given) over
+    more steps than its first table covers, so a second one is made."""
     model, _ = tiny_model
-    decoder, cache, mask, position = prefilled(model)
+    steps = decode.ROPE_STEPS[0] + 3 if table else 4
+    decoder, cache, mask, position = prefilled(model, room=steps)
     lean = LeanDecoder(decoder)
-    assert lean.unsupported is None
+    assert lean.unsupported is None and lean.fuse
     theirs, kv = copy.deepcopy(cache), cache_arg(decoder)
     g = torch.Generator().manual_seed(1)
     with torch.inference_mode():
-        for fed in range(4):
+        for fed in range(steps):
             ids = torch.randint(10, 200, (3, 1), generator=g)
             step = {"input_ids": ids, "attention_mask": mask[:, None, None, : 9 + fed + 1],
                     "position_ids": position + fed, "use_cache": True}
-            ours = lean({**step, kv: cache})
+            ours = lean({**step, kv: cache}, fed if table else None)
             want = decoder(**step, **{kv: theirs}).last_hidden_state
             assert torch.equal(ours, want)
             for a, b in zip(cache.layers, theirs.layers, strict=True):
                 assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     assert lean.verified is True and lean.stock == 1  # the first step was also run once the stock way, on one row
+    assert lean.stacked_ok == {1: True, 3: True}  # stacked projections compared on the first step of each size
+    assert (lean._rope is not None and lean._rope[0] == decode.ROPE_STEPS[0]) is table
+
+
+def test_stacked_projections_follow_the_weights(tiny_qwen25):
+    """The stacked copies are made again after an in-place update (an optimizer step) or a replaced weight: the
+    lean step still equals the stock one."""
+    model, _ = tiny_qwen25
+    decoder, cache, mask, position = prefilled(model)
+    lean = LeanDecoder(decoder)
+    theirs, kv = copy.deepcopy(cache), cache_arg(decoder)
+    attn, mlp = decoder.layers[0].self_attn, decoder.layers[1].mlp
+    changes = [lambda: None, lambda: attn.k_proj.weight.mul_(1.5), lambda: attn.q_proj.bias.add_(0.25),
+               lambda: setattr(mlp.up_proj.weight, "data", mlp.up_proj.weight.data * 2.0)]
+    for fed, change in enumerate(changes):
+        with torch.no_grad():  # as the optimizer's step: outside inference mode, which counts no versions
+            change()
+        step = {"input_ids": torch.full((3, 1), 11 + fed), "attention_mask": mask[:, None, None, : 9 + fed + 1],
+                "position_ids": position + fed, "use_cache": True}
+        with torch.inference_mode():
+            assert torch.equal(lean({**step, kv: cache}, fed), decoder(**step, **{kv: theirs}).last_hidden_state)
+    assert lean.stacked_ok == {1: True, 3: True}
+
+
+def test_stacked_projections_that_differ_are_not_used(tiny_qwen25, monkeypatch, caplog):
+    """Stacked weights one rounding off (as another matrix-product kernel could compute) are found on the first
+    step of the batch size and never used: the rollouts are unchanged."""
+    model, processor = tiny_qwen25
+    _, want = rollouts(model, processor)
+    stack = decode.stack
+
+    def off_by_one_ulp(layer):
+        stacked = stack(layer)
+        stacked.gate_up_weight = torch.nextafter(stacked.gate_up_weight, torch.tensor(1e9))
+        return stacked
+
+    monkeypatch.setattr(decode, "stack", off_by_one_ulp)
+    with caplog.at_level(logging.INFO, logger=decode.__name__):
+        engine, got = rollouts(model, processor)
+    assert engine._lean.verified is True and engine._lean.stacked_ok == {1: False, 9: False}
+    assert "stacked projections differ" in caplog.text
+    assert got == want
 
 
 def rollouts(model, processor, seed=5):
@@ -67,6 +113,7 @@ def test_rollouts_are_the_same_with_the_lean_step_and_without(tiny_model, monkey
     model, processor = tiny_model
     engine, lean = rollouts(model, processor)
     assert engine._lean.verified is True and engine._lean.stock == 1
+    assert engine._lean.stacked_ok == {1: True, 9: True} and engine._lean._rope[0] == 0  # one rotary table
     monkeypatch.setattr(decode, "unsupported", lambda decoder: "switched off by the test")
     engine, stock = rollouts(model, processor)
     assert engine._lean.unsupported and engine._lean.stock == 11  # 12 new tokens: 11 decode steps
