@@ -373,3 +373,33 @@ def test_prompts_are_shared_only_where_a_row_repeats_one_unless_ranks_need_the_s
     assert [id(s.prompt) for s in grouped] == sorted((id(s.prompt) for s in seqs), key=order.index)
     for key in order:  # each prompt's rows keep their order
         assert [s for s in grouped if id(s.prompt) == key] == [s for s in seqs if id(s.prompt) == key]
+
+
+def test_grid_tensors_give_the_vision_tower_the_same_features_and_gradients(tiny_qwen25, tiny_qwen3):
+    """Qwen2.5-VL's grid-derived tensors, made once per grid (here inside inference mode, as in the reference pass)
+    and handed to the tower: the same features, and the same gradients in a pass with autograd, as the tower
+    computing them itself; kept per grid; nothing for Qwen3-VL's tower."""
+    import spark_vl.algorithms.logprobs as module
+
+    model, processor = tiny_qwen25
+    trunk = model.model
+    encoded = [encode_prompt(build_prompt(s), processor) for s in synthetic_samples(3, seed=4)]
+    pixels = torch.cat([e.pixel_values for e in encoded for _ in range(2)])
+    grid = torch.cat([e.image_grid_thw for e in encoded for _ in range(2)])
+    module._GRID_TENSORS.clear()
+    with torch.inference_mode():
+        given = module.grid_tensors(trunk.visual, grid)
+    assert sorted(given) == ["image_cu_seqlens", "image_cu_window_seqlens", "image_position_ids", "image_window_index"]
+    assert module.grid_tensors(trunk.visual, grid.clone()) is given and len(module._GRID_TENSORS) == 1
+
+    def features_and_grads(kwargs):
+        model.zero_grad()
+        out = trunk.get_image_features(pixels, grid, return_dict=True, **kwargs).pooler_output
+        sum((f * torch.arange(f.numel()).view_as(f)).sum() for f in out).backward()
+        return [f.detach() for f in out], [p.grad.clone() for p in trunk.visual.parameters()]
+
+    (f_given, g_given), (f_own, g_own) = features_and_grads(given), features_and_grads({})
+    assert all(torch.equal(a, b) for a, b in zip(f_given, f_own, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(g_given, g_own, strict=True))
+    model.zero_grad()
+    assert module.grid_tensors(tiny_qwen3[0].model.visual, grid) == {}
