@@ -72,15 +72,36 @@ class SamplerGap:
 
 def sampler_gap(old_logp: torch.Tensor, behaviour_logp: torch.Tensor, cap: float = 2.0) -> SamplerGap:
     """The per-step gap metrics of a sequence's response tokens (1-D tensors of equal length)."""
-    d = log_ratio(old_logp.double(), behaviour_logp.double())
+    return sampler_gaps([old_logp], [behaviour_logp], cap)[0]
+
+
+def _joined(rows: list) -> torch.Tensor:
+    """The rows (lists of floats, read as float32 like `torch.tensor` reads each, or 1-D tensors) end to end, in
+    float64."""
+    if all(isinstance(r, list) for r in rows):
+        return torch.tensor([x for r in rows for x in r]).double()
+    return torch.cat([torch.as_tensor(r).double().reshape(-1) for r in rows])
+
+
+def sampler_gaps(old: list, behaviour: list, cap: float = 2.0) -> list[SamplerGap]:
+    """`sampler_gap` of each sequence (its old and behaviour log-probs: lists or 1-D tensors of equal lengths): the
+    elementwise part on all tokens at once, the sums over each sequence's own tokens (contiguous slices: the same
+    reduction, the same bits as on the sequence alone)."""
+    lengths = [len(o) for o in old]
+    d = log_ratio(_joined(old), _joined(behaviour))
     rho = torch.exp(d)
-    if d.numel() == 0:
-        return SamplerGap(0, 0.0, 0.0, 0.0, float("-inf"), 0)
-    return SamplerGap(
-        tokens=d.numel(),
-        abs_diff=float(d.abs().sum()),
-        k3=float((torch.expm1(d) - d).sum()),
-        ratio=float(rho.sum()),
-        ratio_max=float(rho.max()),
-        outside=int(((rho > cap) | (rho < 1.0 / cap)).sum()),
-    )
+    parts = (d.abs(), torch.expm1(d) - d, rho, ((rho > cap) | (rho < 1.0 / cap)).double())
+    sums, start = [], 0
+    for n in lengths:
+        if n:
+            sums += [p[start : start + n].sum() for p in parts] + [rho[start : start + n].max()]
+        start += n
+    values = iter(torch.stack(sums).tolist() if sums else [])
+    gaps = []
+    for n in lengths:
+        if not n:
+            gaps.append(SamplerGap(0, 0.0, 0.0, 0.0, float("-inf"), 0))
+            continue
+        abs_diff, k3, ratio, outside, ratio_max = (next(values) for _ in range(5))
+        gaps.append(SamplerGap(n, abs_diff, k3, ratio, ratio_max, int(outside)))
+    return gaps

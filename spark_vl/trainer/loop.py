@@ -27,7 +27,7 @@ import torch
 from spark_vl.algorithms import get_advantage_fn, get_policy_loss_fn
 from spark_vl.algorithms.advantages import flat_groups
 from spark_vl.algorithms.chord import chord_mu, sft_token_loss
-from spark_vl.algorithms.correction import is_weights, sampler_gap
+from spark_vl.algorithms.correction import is_weights, sampler_gaps
 from spark_vl.algorithms.logprobs import sequence_logprobs
 from spark_vl.algorithms.losses import AggregationDenominators, aggregate, kl_penalty
 from spark_vl.algorithms.spo import DEFAULT_WEIGHT
@@ -485,15 +485,15 @@ class Trainer:
     def log_sampler_gap(self, seqs: list[Sequence], metrics: Means, prefix: str) -> None:
         """The gap between the sampler's log-probs and the trainer's old ones: mean |delta|, k3 KL(sampler ||
         trainer) and the importance ratio rho = trainer / sampler."""
-        for s in seqs:
-            if s.behaviour_logprobs is not None and len(s.behaviour_logprobs) == len(s.old_logprobs) > 0:
-                gap = sampler_gap(torch.tensor(s.old_logprobs), torch.tensor(s.behaviour_logprobs),
-                                  self.cfg.algorithm.is_cap)
-                metrics.add(f"{prefix}rollout/logprob_abs_diff", gap.abs_diff, gap.tokens)
-                metrics.add(f"{prefix}rollout/sampler_kl_k3", gap.k3, gap.tokens)
-                metrics.add(f"{prefix}rollout/is_ratio_mean", gap.ratio, gap.tokens)
-                metrics.add(f"{prefix}rollout/is_outside_frac", gap.outside, gap.tokens)
-                metrics.maximum(f"{prefix}rollout/is_ratio_max", gap.ratio_max)
+        seqs = [s for s in seqs
+                if s.behaviour_logprobs is not None and len(s.behaviour_logprobs) == len(s.old_logprobs) > 0]
+        for gap in sampler_gaps([s.old_logprobs for s in seqs], [s.behaviour_logprobs for s in seqs],
+                                self.cfg.algorithm.is_cap):
+            metrics.add(f"{prefix}rollout/logprob_abs_diff", gap.abs_diff, gap.tokens)
+            metrics.add(f"{prefix}rollout/sampler_kl_k3", gap.k3, gap.tokens)
+            metrics.add(f"{prefix}rollout/is_ratio_mean", gap.ratio, gap.tokens)
+            metrics.add(f"{prefix}rollout/is_outside_frac", gap.outside, gap.tokens)
+            metrics.maximum(f"{prefix}rollout/is_ratio_max", gap.ratio_max)
 
     @cached_property
     def dropout_free(self) -> bool:
