@@ -362,22 +362,26 @@ def same_values(a: dict, b: dict) -> bool:
 
 def test_rewards_scored_beside_the_logprob_passes_change_nothing(tmp_path, monkeypatch):
     """trainer.overlap_reward: the verifier scores in its own thread while the old and reference passes run, and
-    the run is the one that scores first, bit for bit (every metric of every step but the times)."""
+    the run is the one that scores first, bit for bit (every metric of every step but the times). (And the set-up's
+    objects are frozen out of the cyclic collector during the steps only.)"""
+    import gc
     import threading
 
     from spark_vl.trainer import loop
 
-    threads = []
+    threads, frozen = [], []
     score_groups = loop.score_groups
 
     def spy(*args, **kwargs):
         threads.append(threading.current_thread().name)
+        frozen.append(gc.get_freeze_count())
         return score_groups(*args, **kwargs)
 
     monkeypatch.setattr(loop, "score_groups", spy)
     common = ("trainer.rollout_steps=2", "algorithm.kl_coef=0.04", "algorithm.reuse_old_logprobs=false")
     beside = read_metrics(train(fast_config(tmp_path / "beside", *common)))
     beside_threads, threads[:] = threads[:], []
+    assert frozen[0] == 0 and min(frozen[1:]) > 100_000 and gc.get_freeze_count() == 0  # evaluation before step 1
     first = read_metrics(train(fast_config(tmp_path / "first", *common, "trainer.overlap_reward=false")))
     # (the held-out evaluations before and after training score in the main thread either way)
     assert sum(name.startswith("reward") for name in beside_threads) == 2 and len(beside_threads) == len(threads)
