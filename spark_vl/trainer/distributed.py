@@ -137,9 +137,10 @@ def build_engine(model, cfg: Config, derived: Derived, dist: DistInfo, dtype: to
     optimizer.register_step_pre_hook(_finite_grads_when_skipping)
     total, warmup, min_ratio = derived.total_optimizer_steps, derived.warmup_steps, t.min_lr_ratio
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, total, warmup, min_ratio))
-    engine, *_ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, derived, dtype)
-    )
+    ds = deepspeed_config(cfg, derived, dtype)
+    if trainer_clip(cfg, derived, dtype):
+        ds["gradient_clipping"] = 0.0  # the trainer clips (`clip_like_deepspeed`)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
     if dist.world_size == 1 and cfg.deepspeed.zero_stage == 0:
         # One process: DeepSpeed's gradient all-reduce after each backward is the identity (flatten every gradient,
         # reduce over one rank, divide by 1, copy back), ~1.5 ms a micro-step on the tiny model; skip it.
@@ -242,3 +243,36 @@ def grad_norm(model) -> float:
     """The global 2-norm of the gradients (non-finite when any entry is), in multi-tensor ops."""
     grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
     return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def trainer_clip(cfg: Config, derived: Derived, dtype: torch.dtype) -> float:
+    """The gradient-norm bound the trainer applies itself (`clip_like_deepspeed`); 0 where DeepSpeed clips (or
+    nothing is clipped). ZeRO-0 in fp32 only: there DeepSpeed takes one norm per parameter in a Python loop
+    (~2 ms a step for the tiny model's 56 tensors) beside the trainer's own norm of the same gradients."""
+    ds = deepspeed_config(cfg, derived, dtype)
+    fp32 = not ds["bf16"].get("enabled") and not ds["fp16"].get("enabled")
+    return float(ds.get("gradient_clipping") or 0.0) if ds["zero_optimization"]["stage"] == 0 and fp32 else 0.0
+
+
+def clip_like_deepspeed(model, max_norm: float, world_size: int) -> float:
+    """Clip the gradients as DeepSpeed's ZeRO-0 fp32 step does (`deepspeed.runtime.utils.clip_grad_norm_`, the same
+    operations in the same order, so the same bits: the norm of every gradient, their squares summed, the square
+    root, averaged over the data-parallel ranks, then every gradient times min(1, max_norm / (norm + 1e-6))), with
+    the per-gradient norms in one multi-tensor call. Returns `grad_norm(model)`, from the same per-gradient norms
+    where that is the same computation (every gradient on one device in one dtype)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch._foreach_norm([g.detach().float() for g in grads], 2.0)
+    total = torch.stack(norms).pow(2.0).sum().float().pow(1.0 / 2.0)
+    scaled = total * 1.0 / float(world_size)
+    if world_size > 1:
+        torch.distributed.all_reduce(scaled)
+    total = scaled.to(grads[0].device)
+    coef = torch.min(torch.tensor([1.0], device=total.device),
+                     torch.tensor([float(max_norm)], device=total.device) / (total + 1e-6))
+    one_group = len({(g.device, g.dtype) for g in grads}) == 1
+    own = float(torch.linalg.vector_norm(torch.stack(norms), 2.0)) if one_group else grad_norm(model)
+    for g in grads:
+        g.mul_(coef)
+    return own

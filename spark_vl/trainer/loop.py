@@ -52,10 +52,12 @@ from spark_vl.trainer.distributed import (
     build_engine,
     build_frozen_copy,
     build_judge,
+    clip_like_deepspeed,
     grad_norm,
     init_distributed,
     lockstep,
     share_of,
+    trainer_clip,
     zero3_loading,
     zero_loss,
 )
@@ -127,7 +129,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     logger = MetricsLogger(run_dir, dist.is_main, cfg.logging.tensorboard,
                            cfg.logging.wandb_project if cfg.logging.wandb else None, resume_step=state.step)
     trainer = Trainer(cfg, plan, dist, engine, frozen if cfg.algorithm.kl_coef > 0 else None, processor, rollout,
-                      state, reward_judge=reward_judge)
+                      state, reward_judge=reward_judge, grad_clip=trainer_clip(cfg, plan, dtype))
     spo = trainer.spo_state  # SPO's per-prompt tracker (None for the other estimators)
     if spo is not None and cfg.algorithm.spo_prioritize:
         source.prioritise(DEFAULT_WEIGHT)
@@ -292,6 +294,7 @@ class Trainer:
     state: TrainState
     filler_prompt: EncodedPrompt | None = None  # a prompt of this run, for `filler` sequences
     reward_judge: RewardJudge | None = None  # P(Yes) rewards (reward.judge_weight / judge_mix), None = unused
+    grad_clip: float = 0.0  # the norm bound the trainer applies itself (`trainer_clip`), 0 where DeepSpeed does
 
     @property
     def model(self):
@@ -622,7 +625,10 @@ class Trainer:
         # DeepSpeed reports the norm only after applying the update it belongs to, so a non-finite gradient (a huge
         # lr) is looked for before stepping, on every rank's gradients (ZeRO-1/2/3: each rank's partition).
         # ZeRO-0 in fp32 does not record the norm; its grads are already all-reduced here.
-        own_norm = None if self.cfg.deepspeed.zero_stage else grad_norm(self.model)
+        if self.grad_clip:  # ZeRO-0 fp32: clipped here as DeepSpeed would, with the norm taken once
+            own_norm = clip_like_deepspeed(self.model, self.grad_clip, self.dist.world_size)
+        else:
+            own_norm = None if self.cfg.deepspeed.zero_stage else grad_norm(self.model)
         if not bad and not self.grads_finite(own_norm):
             bad = True
             metrics.total("actor/nonfinite_grad_steps", float(self.dist.is_main))  # optimizer steps, counted once

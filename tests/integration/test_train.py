@@ -353,6 +353,43 @@ def test_one_process_skips_deepspeeds_identity_allreduce_and_gets_the_same_gradi
     assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
+@pytest.mark.parametrize("scale", [1e-3, 50.0], ids=["under-the-bound", "clipped"])
+def test_the_trainer_clips_zero0_fp32_gradients_as_deepspeed_does_bit_for_bit(tmp_path, scale):
+    """ZeRO-0 in fp32: DeepSpeed is told not to clip and the trainer clips (`clip_like_deepspeed`); the gradients
+    are bitwise those of DeepSpeed's own clipping, and the norm returned is `grad_norm` before clipping."""
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    from spark_vl.config import derived
+    from spark_vl.trainer.distributed import (
+        build_engine,
+        clip_like_deepspeed,
+        grad_norm,
+        init_distributed,
+        trainer_clip,
+    )
+
+    cfg = fast_config(tmp_path, "trainer.grad_clip=1.0")
+    plan = derived(cfg, 1)
+    assert trainer_clip(cfg, plan, torch.float32) == 1.0 and trainer_clip(cfg, plan, torch.bfloat16) == 0.0
+    dist = init_distributed("cpu")
+    model, _ = build_tiny("tiny-qwen2.5-vl", seed=0)
+    engine = build_engine(model, cfg, plan, dist, torch.float32)
+    assert engine.gradient_clipping() == 0.0
+    g = torch.Generator().manual_seed(3)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    raw = [p.grad.clone() for p in model.parameters()]
+    before = grad_norm(model)
+    own = clip_like_deepspeed(model, 1.0, 1)
+    assert own == before and (before > 1.0) == (scale > 1)
+    clipped = [p.grad.clone() for p in model.parameters()]
+    for p, grad in zip(model.parameters(), raw):
+        p.grad = grad.clone()
+    clip_grad_norm_(model.parameters(), max_norm=1.0)
+    assert all(torch.equal(a, p.grad) for a, p in zip(clipped, model.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(clipped, raw)) == (scale < 1)  # clipped exactly when over
+
+
 def same_values(a: dict, b: dict) -> bool:
     """Equal metrics rows, times aside (NaN equal to NaN)."""
     keys = {k for k in a if not k.startswith("time/")}
