@@ -115,12 +115,9 @@ class LeanDecoder:
             attn, mlp = layer.self_attn, layer.mlp
             x = rms_norm(hidden, layer.input_layernorm)
             heads = [p.out_features // attn.head_dim for p in (attn.q_proj, attn.k_proj)]
-            if stacked:
-                qkv = F.linear(x, stacks[i].qkv_weight, stacks[i].qkv_bias)
-            else:
-                qkv = torch.cat([linear(x, p) for p in (attn.q_proj, attn.k_proj, attn.v_proj)], dim=-1)
-                if check:
-                    same = same and torch.equal(F.linear(x, stacks[i].qkv_weight, stacks[i].qkv_bias), qkv)
+            qkv, equal = side_by_side(x, (attn.q_proj, attn.k_proj, attn.v_proj), stacks and stacks[i].qkv_weight,
+                                      stacks and stacks[i].qkv_bias, stacked, check)
+            same = same and equal
             qkv = qkv.view(B, 1, -1, attn.head_dim).transpose(1, 2)  # [B, q + k + v heads, 1, head_dim]
             qk, v = qkv[:, : sum(heads)], qkv[:, sum(heads) :]
             if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head's query and key
@@ -137,12 +134,9 @@ class LeanDecoder:
             out = out.reshape(B, -1, 1, v.shape[-1]).transpose(1, 2).contiguous().reshape(B, 1, -1).contiguous()
             hidden = hidden + linear(out, attn.o_proj)
             x = rms_norm(hidden, layer.post_attention_layernorm)
-            if stacked:
-                gate_up = F.linear(x, stacks[i].gate_up_weight)
-            else:
-                gate_up = torch.cat([linear(x, mlp.gate_proj), linear(x, mlp.up_proj)], dim=-1)
-                if check:
-                    same = same and torch.equal(F.linear(x, stacks[i].gate_up_weight), gate_up)
+            gate_up, equal = side_by_side(x, (mlp.gate_proj, mlp.up_proj), stacks and stacks[i].gate_up_weight, None,
+                                          stacked, check)
+            same = same and equal
             gate, up = gate_up.split(mlp.gate_proj.out_features, dim=-1)
             # The activation on a contiguous gate, as the stock forward's: a kernel's scalar tail of a shorter row
             # can round a transcendental differently from its vector body.
@@ -207,6 +201,16 @@ def stacked_bytes(decoder) -> float:
             return float("inf")
         total += sum(p.weight.numel() * p.weight.element_size() for p in (q, k, v, gate, up))
     return total
+
+
+def side_by_side(x: torch.Tensor, parts: tuple[torch.nn.Linear, ...], weight: torch.Tensor | None,
+                 bias: torch.Tensor | None, stacked: bool, check: bool) -> tuple[torch.Tensor, bool]:
+    """`x` through each of `parts`, outputs side by side: one product on their stacked `weight` / `bias` when
+    `stacked`, else each part's own, then (on a `check` step) whether the stacked product gives the same bits."""
+    if stacked:
+        return F.linear(x, weight, bias), True
+    out = torch.cat([linear(x, p) for p in parts], dim=-1)
+    return out, not check or torch.equal(F.linear(x, weight, bias), out)
 
 
 def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
