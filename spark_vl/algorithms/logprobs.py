@@ -118,7 +118,7 @@ def sequence_logprobs(model, batch, chunk_size: int | None = None, temperature: 
                                       with_entropy)
     out = model.model(
         input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
+        attention_mask=trunk_mask(model, batch),
         image_grid_thw=batch.image_grid_thw,
         mm_token_type_ids=batch.mm_token_type_ids,
         position_ids=batch.position_ids,  # None: the model computes them
@@ -237,6 +237,38 @@ def grid_tensors(visual, grid_thw: torch.Tensor) -> dict:
             _GRID_TENSORS.popitem(last=False)
         _GRID_TENSORS[key] = found
     return found
+
+
+def trunk_mask(model, batch) -> torch.Tensor | None:
+    """The attention mask given to the trunk for a batch of right-padded rows (`collate`'s layout) with their M-RoPE
+    positions (without them the model derives positions from the [B, T] mask), chosen for speed where the result is
+    bitwise the one of the [B, T] padding mask (checked by tests on both model families).
+
+    On CPU under SDPA: without gradient, None: causal attention alone hides a row's padding from its tokens (padding
+    only follows them), and transformers then runs SDPA with `is_causal` and without building, converting and adding
+    a [B, 1, T, T] mask (~10 % of a small model's pass). With gradient that path is not exact: transformers then hands
+    the grouped key/value heads to SDPA unrepeated, whose backward sums their gradients in another order. So the
+    padding-and-causal mask is given ready made, as the additive float mask SDPA would convert the boolean one to
+    (the same values, without transformers' mask building and SDPA's conversion in every layer). Elsewhere (GPU
+    kernels, eager or flash attention, sliding windows, left padding): the padding mask, as before."""
+    mask_BT = batch.attention_mask
+    config = getattr(getattr(model.model, "language_model", None), "config", None)
+    if (batch.position_ids is None or mask_BT.device.type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa"
+            or getattr(config, "use_sliding_window", False)
+            or any(t != "full_attention" for t in getattr(config, "layer_types", None) or [])
+            or bool(mask_BT.all()) or not right_padded(mask_BT)):  # (no padding: transformers drops the mask itself)
+        return mask_BT
+    if not torch.is_grad_enabled():
+        return None
+    T = mask_BT.shape[1]
+    allowed = torch.ones(T, T, dtype=torch.bool, device=mask_BT.device).tril() & mask_BT.bool()[:, None, :]
+    dtype = model.lm_head.weight.dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=mask_BT.device).masked_fill_(~allowed, float("-inf"))[:, None]
+
+
+def right_padded(mask_BT: torch.Tensor) -> bool:
+    """Every row's tokens first, then its padding (a row of a 0/1 mask never rises)."""
+    return bool((mask_BT[:, 1:] <= mask_BT[:, :-1]).all())
 
 
 def first_response_column(mask_BT: torch.Tensor) -> int:

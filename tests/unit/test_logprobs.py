@@ -403,3 +403,61 @@ def test_grid_tensors_give_the_vision_tower_the_same_features_and_gradients(tiny
     assert all(torch.equal(a, b) for a, b in zip(g_given, g_own, strict=True))
     model.zero_grad()
     assert module.grid_tensors(tiny_qwen3[0].model.visual, grid) == {}
+
+
+def test_trunk_mask_scores_right_padded_rows_as_the_padding_mask_does(tiny_model, monkeypatch):
+    """Rows of different lengths (so right padding), prompts repeated as in a group: the log-probs without gradient
+    (no mask: causal attention) and the log-probs and every gradient with it (the ready-made float mask) are bitwise
+    those of handing the trunk the [B, T] padding mask."""
+    import spark_vl.algorithms.logprobs as module
+
+    model, processor = tiny_model
+    seqs = [s for s in _sequences(processor, 3) for _ in range(2)]
+    for i, s in enumerate(seqs):
+        attach_positions(model, s.prompt)
+        seqs[i] = Sequence(s.prompt, s.response_ids[: 3 + 2 * i])
+    batch = collate(seqs, processor.tokenizer.pad_token_id)
+    assert not bool(batch.attention_mask.all())
+
+    def scored(grad):
+        model.zero_grad()
+        with torch.set_grad_enabled(grad):
+            lp, _ = sequence_logprobs(model, batch, with_entropy=False)
+            if grad:
+                (lp * batch.response_mask * torch.arange(lp.numel()).view_as(lp)).sum().backward()
+        # the padding's own columns are not scores (they differ: padded tokens attend to other padding now)
+        return lp.detach()[batch.response_mask.bool()], [p.grad.clone() for p in model.parameters()
+                                                         if p.grad is not None]
+
+    with torch.no_grad():
+        assert module.trunk_mask(model, batch) is None
+    float_mask = module.trunk_mask(model, batch)
+    assert float_mask.dtype == torch.float32 and float_mask.shape == (len(seqs), 1, *batch.input_ids.shape[1:] * 2)
+    fast = {grad: scored(grad) for grad in (False, True)}
+    monkeypatch.setattr(module, "trunk_mask", lambda model, batch: batch.attention_mask)
+    for grad in (False, True):
+        (lp, grads), (want_lp, want_grads) = fast[grad], scored(grad)
+        assert torch.equal(lp, want_lp)
+        assert len(grads) == len(want_grads) > (0 if grad else -1)
+        assert all(torch.equal(a, b) for a, b in zip(grads, want_grads, strict=True))
+    model.zero_grad()
+
+
+def test_trunk_mask_keeps_the_padding_mask_where_it_is_not_checked(tiny_qwen25, monkeypatch):
+    """No padding (transformers drops the mask itself), left padding, no positions given (the model derives them from
+    the mask), another attention implementation: the [B, T] mask as it is."""
+    from types import SimpleNamespace
+
+    from spark_vl.algorithms.logprobs import trunk_mask
+
+    model, _ = tiny_qwen25
+    positions = torch.zeros(3, 2, 3, dtype=torch.long)
+    right = SimpleNamespace(attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]), position_ids=positions)
+    with torch.no_grad():
+        assert trunk_mask(model, right) is None
+        for mask in (torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 1], [0, 1, 1]])):
+            assert trunk_mask(model, SimpleNamespace(attention_mask=mask, position_ids=positions)) is mask
+        no_positions = SimpleNamespace(attention_mask=right.attention_mask, position_ids=None)
+        assert trunk_mask(model, no_positions) is right.attention_mask
+        monkeypatch.setattr(model.model.language_model.config, "_attn_implementation", "eager")
+        assert trunk_mask(model, right) is right.attention_mask
