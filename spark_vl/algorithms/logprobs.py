@@ -9,15 +9,13 @@ logits (default 2^25: 128 MB in fp32). log p(y) = logit_y - logsumexp(logits); e
 
 from __future__ import annotations
 
-import sys
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from spark_vl.models import accepts, cache_arg, model_cache
+from spark_vl.models import accepts, cache_arg, image_features, model_cache
 
 
 def _chunk_logprobs(
@@ -197,46 +195,13 @@ def vision_inputs(model, batch) -> dict:
         return {"pixel_values": batch.pixel_values[rows.to(batch.pixel_values.device)]}
     shared = batch.image_index is not None
     grid = batch.vision_grid_thw if shared else batch.image_grid_thw
-    features = trunk.get_image_features(batch.pixel_values, grid, return_dict=True,
-                                        **grid_tensors(getattr(trunk, "visual", None), grid))
+    features = image_features(trunk, batch.pixel_values, grid)
     if shared:
         index = batch.image_index.tolist()
         features.pooler_output = tuple(features.pooler_output[i] for i in index)
         if getattr(features, "deepstack_features", None) is not None:  # Qwen3-VL: inner vision layers' features
             features.deepstack_features = [tuple(layer[i] for i in index) for layer in features.deepstack_features]
     return {"mm_encoder_outputs": {"image": features}}
-
-
-_GRID_TENSORS: OrderedDict[tuple, dict] = OrderedDict()
-GRID_TENSORS_KEPT = 256
-
-
-def grid_tensors(visual, grid_thw: torch.Tensor) -> dict:
-    """Qwen2.5-VL's vision tower derives its patches' rotary positions, attention spans and window order from the image
-    grid alone, on every call (Python loops over the images: about a third of the tower's time on small images).
-    transformers accepts them precomputed (`image_position_ids`, ...: its `vision_utils` functions return a value
-    given for them). Here they are made by those same functions, once per distinct grid (the reference pass and the
-    update see the same micro-batches; a run with images of one size sees one grid), and kept (the last 256 grids).
-    Empty for other towers and for a transformers that computes them otherwise."""
-    utils = sys.modules.get("transformers.vision_utils")
-    module = sys.modules.get(type(visual).__module__) if visual is not None else None
-    uses_them = utils is not None and getattr(module, "get_vision_window_index", None) is utils.get_vision_window_index
-    if not uses_them or not all(hasattr(visual, a) for a in ("spatial_merge_size", "window_size", "patch_size")):
-        return {}
-    merge, window, patch = visual.spatial_merge_size, visual.window_size, visual.patch_size
-    key = (merge, window, patch, str(grid_thw.device), tuple(grid_thw.flatten().tolist()))
-    found = _GRID_TENSORS.get(key)
-    if found is None:
-        with torch.inference_mode(False):  # normal tensors: the update's autograd saves the window index
-            index, cu_windows = utils.get_vision_window_index(grid_thw, spatial_merge_size=merge, window_size=window,
-                                                              patch_size=patch)
-            found = {"image_position_ids": utils.get_vision_position_ids(grid_thw, merge),
-                     "image_cu_seqlens": utils.get_vision_cu_seqlens(grid_thw),
-                     "image_window_index": index, "image_cu_window_seqlens": cu_windows}
-        if len(_GRID_TENSORS) >= GRID_TENSORS_KEPT:
-            _GRID_TENSORS.popitem(last=False)
-        _GRID_TENSORS[key] = found
-    return found
 
 
 def trunk_mask(model, batch) -> torch.Tensor | None:

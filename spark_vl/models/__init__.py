@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
+from collections import OrderedDict
 
 import torch
 
@@ -126,3 +128,42 @@ def apply_freezing(model, cfg: ModelConfig) -> None:
         is_projector = id(p) in merger_ids
         if (is_projector and cfg.freeze_projector) or (not is_projector and cfg.freeze_vision):
             p.requires_grad_(False)
+
+
+def image_features(trunk, pixel_values: torch.Tensor, grid_thw: torch.Tensor):
+    """The vision tower's features of `pixel_values` (`trunk.get_image_features`, as the model's own forward computes
+    them), with Qwen2.5-VL's grid-derived tensors made once per grid (`grid_tensors`); for `mm_encoder_outputs`."""
+    return trunk.get_image_features(pixel_values, grid_thw, return_dict=True,
+                                    **grid_tensors(getattr(trunk, "visual", None), grid_thw))
+
+
+_GRID_TENSORS: OrderedDict[tuple, dict] = OrderedDict()
+GRID_TENSORS_KEPT = 256
+
+
+def grid_tensors(visual, grid_thw: torch.Tensor) -> dict:
+    """Qwen2.5-VL's vision tower derives its patches' rotary positions, attention spans and window order from the image
+    grid alone, on every call (Python loops over the images: about a third of the tower's time on small images).
+    transformers accepts them precomputed (`image_position_ids`, ...: its `vision_utils` functions return a value
+    given for them). Here they are made by those same functions, once per distinct grid (the rollout's prefill, the
+    reference pass and the update see the same distinct images; a run with images of one size sees one grid), and
+    kept (the last 256 grids). Empty for other towers and for a transformers that computes them otherwise."""
+    utils = sys.modules.get("transformers.vision_utils")
+    module = sys.modules.get(type(visual).__module__) if visual is not None else None
+    uses_them = utils is not None and getattr(module, "get_vision_window_index", None) is utils.get_vision_window_index
+    if not uses_them or not all(hasattr(visual, a) for a in ("spatial_merge_size", "window_size", "patch_size")):
+        return {}
+    merge, window, patch = visual.spatial_merge_size, visual.window_size, visual.patch_size
+    key = (merge, window, patch, str(grid_thw.device), tuple(grid_thw.flatten().tolist()))
+    found = _GRID_TENSORS.get(key)
+    if found is None:
+        with torch.inference_mode(False):  # normal tensors: the update's autograd saves the window index
+            index, cu_windows = utils.get_vision_window_index(grid_thw, spatial_merge_size=merge, window_size=window,
+                                                              patch_size=patch)
+            found = {"image_position_ids": utils.get_vision_position_ids(grid_thw, merge),
+                     "image_cu_seqlens": utils.get_vision_cu_seqlens(grid_thw),
+                     "image_window_index": index, "image_cu_window_seqlens": cu_windows}
+        if len(_GRID_TENSORS) >= GRID_TENSORS_KEPT:
+            _GRID_TENSORS.popitem(last=False)
+        _GRID_TENSORS[key] = found
+    return found

@@ -27,7 +27,7 @@ from transformers.generation.logits_process import (
 )
 
 from spark_vl.config import RolloutConfig
-from spark_vl.models import cache_arg, model_cache, no_autograd
+from spark_vl.models import accepts, cache_arg, image_features, model_cache, no_autograd
 from spark_vl.models.encode import EncodedPrompt, PromptEncoder, attach_positions, pad_prompts, vision_filler
 from spark_vl.rollout.decode import LeanDecoder
 from spark_vl.types import Prompt, Rollout, RolloutGroup, SamplingParams
@@ -139,6 +139,9 @@ class HFEngine:
         enc = {k: v.to(device) for k, v in pad_prompts(unique, self.pad_id, side="left").items()}
         if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(next(self.model.parameters()).dtype)
+            if accepts(type(self.model.model), "forward", "mm_encoder_outputs"):  # the tower's grid tensors, kept
+                enc["mm_encoder_outputs"] = {"image": image_features(self.model.model, enc.pop("pixel_values"),
+                                                                     enc["image_grid_thw"])}
         B, prompt_cols = len(encoded), enc["input_ids"].shape[1]
         # M-RoPE positions once per prompt (`attach_positions`, kept on the encoded prompt for the update), left-
         # padded (the padding's are never seen: masked); a new token continues at its prompt's largest + 1.

@@ -379,7 +379,7 @@ def test_grid_tensors_give_the_vision_tower_the_same_features_and_gradients(tiny
     """Qwen2.5-VL's grid-derived tensors, made once per grid (here inside inference mode, as in the reference pass)
     and handed to the tower: the same features, and the same gradients in a pass with autograd, as the tower
     computing them itself; kept per grid; nothing for Qwen3-VL's tower."""
-    import spark_vl.algorithms.logprobs as module
+    import spark_vl.models as module
 
     model, processor = tiny_qwen25
     trunk = model.model

@@ -231,6 +231,28 @@ def test_each_prompt_is_prefilled_once_for_all_its_samples(tiny_qwen25):
     assert images == [3]  # one vision pass over the 3 distinct images, not 12
 
 
+def test_prefill_takes_the_towers_features_as_the_models_forward_computes_them(tiny_model, monkeypatch):
+    """The prefill hands the model the vision features (`mm_encoder_outputs`, Qwen2.5-VL's grid tensors kept): the
+    same tokens and bitwise the same log-probs as the model computing them from the pixels."""
+    import spark_vl.rollout.hf as hf
+
+    model, processor = tiny_model
+    engine = make_engine(RolloutConfig(), model, processor)
+    rows = [e for e in (encode_prompt(p, processor) for p in prompts(3)) for _ in range(2)]
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8)
+    calls = []
+    real = hf.image_features
+    monkeypatch.setattr(hf, "image_features", lambda *args: calls.append(len(args[2])) or real(*args))
+    torch.manual_seed(5)
+    given = engine._sample(rows, sampling)
+    assert calls == [3]
+    accepts = hf.accepts
+    monkeypatch.setattr(hf, "accepts", lambda cls, method, name: name != "mm_encoder_outputs"
+                        and accepts(cls, method, name))
+    torch.manual_seed(5)
+    assert engine._sample(rows, sampling) == given and calls == [3]
+
+
 def test_prompt_encodings_are_shared_while_the_prompt_lives(tiny_qwen25, monkeypatch):
     """The rollout's encoding of a prompt serves the update (another PromptEncoder of the same processor); the
     entry leaves the cache with its prompt."""
