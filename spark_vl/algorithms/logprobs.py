@@ -225,10 +225,11 @@ def trunk_mask(model, batch) -> torch.Tensor | None:
         return mask_BT
     if not torch.is_grad_enabled():
         return None
-    T = mask_BT.shape[1]
-    allowed = torch.ones(T, T, dtype=torch.bool, device=mask_BT.device).tril() & mask_BT.bool()[:, None, :]
-    dtype = model.lm_head.weight.dtype
-    return torch.zeros(allowed.shape, dtype=dtype, device=mask_BT.device).masked_fill_(~allowed, float("-inf"))[:, None]
+    B, T = mask_BT.shape
+    options = {"dtype": model.lm_head.weight.dtype, "device": mask_BT.device}
+    causal = torch.full((T, T), float("-inf"), **options).triu_(1)
+    padding = torch.zeros(B, 1, 1, T, **options).masked_fill_(mask_BT[:, None, None, :] == 0, float("-inf"))
+    return causal + padding  # [B, 1, T, T]: 0 where a token may attend, -inf elsewhere
 
 
 def right_padded(mask_BT: torch.Tensor) -> bool:
