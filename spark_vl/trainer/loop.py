@@ -477,7 +477,8 @@ class Trainer:
         sampler's distribution."""
         if not old and self.reference is None:
             return
-        self.model.eval()
+        if old:  # (the frozen reference is always in eval mode; the policy only runs for the old log-probs)
+            self.model.eval()
         for mb in self.forward_chunks(seqs):
             batch = self.collate(mb)
             with no_autograd(self.model):
@@ -489,7 +490,8 @@ class Trainer:
                     values, _ = self.logprobs(self.reference, batch, with_entropy=False)
                     for s, row in zip(mb, response_values(values.float().cpu(), mb)):
                         s.ref_logprobs = row
-        self.model.train()
+        if old:
+            self.model.train()
 
     def log_sampler_gap(self, seqs: list[Sequence], metrics: Means, prefix: str) -> None:
         """The gap between the sampler's log-probs and the trainer's old ones: mean |delta|, k3 KL(sampler ||
