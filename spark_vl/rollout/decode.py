@@ -107,7 +107,9 @@ class LeanDecoder:
         B = input_ids.shape[0]
         hidden = d.embed_tokens(input_ids)
         cos, sin = self.rope(hidden, position_ids, fed)
-        stacks = self.stacks()
+        # The weights cannot change within a rollout: their identity is checked on its first step (or every step
+        # when called without `fed`).
+        stacks = self._stacked[1] if fed and self._stacked is not None else self.stacks()
         check = stacks is not None and B not in self.stacked_ok  # this batch size's first step: compare both ways
         stacked = stacks is not None and self.stacked_ok.get(B) is True
         same = True

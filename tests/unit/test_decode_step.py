@@ -61,9 +61,10 @@ def test_the_lean_step_equals_transformers_forward_bit_for_bit(tiny_model, table
     assert (lean._rope is not None and lean._rope[0] == decode.ROPE_STEPS[0]) is table
 
 
-def test_stacked_projections_follow_the_weights(tiny_qwen25):
-    """The stacked copies are made again after an in-place update (an optimizer step) or a replaced weight: the
-    lean step still equals the stock one."""
+def test_stacked_projections_follow_the_weights(tiny_qwen25, monkeypatch):
+    """The stacked copies are made again after an in-place update (an optimizer step) or a replaced weight, found
+    on the first step of the next rollout (`fed` 0): the lean step still equals the stock one. Within a rollout
+    (`fed` > 0) the weights' identity is not read again."""
     model, _ = tiny_qwen25
     decoder, cache, mask, position = prefilled(model)
     lean = LeanDecoder(decoder)
@@ -76,9 +77,17 @@ def test_stacked_projections_follow_the_weights(tiny_qwen25):
             change()
         step = {"input_ids": torch.full((3, 1), 11 + fed), "attention_mask": mask[:, None, None, : 9 + fed + 1],
                 "position_ids": position + fed, "use_cache": True}
+        with torch.inference_mode():  # each change, then the first step of a rollout
+            assert torch.equal(lean({**step, kv: cache}, 0), decoder(**step, **{kv: theirs}).last_hidden_state)
+    assert lean.stacked_ok == {1: True, 3: True}
+    reads = []
+    monkeypatch.setattr(lean, "stacks", lambda: reads.append(1) or LeanDecoder.stacks(lean))
+    for fed in range(1, 3):
+        step = {"input_ids": torch.full((3, 1), 20 + fed), "attention_mask": mask[:, None, None, : 12 + fed + 1],
+                "position_ids": position + 3 + fed, "use_cache": True}
         with torch.inference_mode():
             assert torch.equal(lean({**step, kv: cache}, fed), decoder(**step, **{kv: theirs}).last_hidden_state)
-    assert lean.stacked_ok == {1: True, 3: True}
+    assert reads == []
 
 
 def test_stacked_projections_that_differ_are_not_used(tiny_qwen25, monkeypatch, caplog):
