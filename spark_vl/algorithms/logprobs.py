@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from spark_vl.models import accepts, cache_arg, image_features, model_cache
+from spark_vl.models import accepts, cache_arg, image_features, model_cache, not_plain_sdpa
 
 
 def _chunk_logprobs(
@@ -218,9 +218,7 @@ def trunk_mask(model, batch) -> torch.Tensor | None:
     kernels, eager or flash attention, sliding windows, left padding): the padding mask, as before."""
     mask_BT = batch.attention_mask
     config = getattr(getattr(model.model, "language_model", None), "config", None)
-    if (batch.position_ids is None or mask_BT.device.type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa"
-            or getattr(config, "use_sliding_window", False)
-            or any(t != "full_attention" for t in getattr(config, "layer_types", None) or [])
+    if (batch.position_ids is None or mask_BT.device.type != "cpu" or not_plain_sdpa(config) is not None
             or bool(mask_BT.all()) or not right_padded(mask_BT)):  # (no padding: transformers drops the mask itself)
         return mask_BT
     if not torch.is_grad_enabled():

@@ -130,6 +130,16 @@ def apply_freezing(model, cfg: ModelConfig) -> None:
             p.requires_grad_(False)
 
 
+def not_plain_sdpa(config) -> str | None:
+    """Why a text decoder's `config` is not SDPA attention over full (not sliding-window) layers; None when it is."""
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return f"attention {getattr(config, '_attn_implementation', None)!r}, not 'sdpa'"
+    if getattr(config, "use_sliding_window", False) or any(t != "full_attention"
+                                                            for t in getattr(config, "layer_types", None) or []):
+        return "sliding-window attention layers"
+    return None
+
+
 def image_features(trunk, pixel_values: torch.Tensor, grid_thw: torch.Tensor):
     """The vision tower's features of `pixel_values` (`trunk.get_image_features`, as the model's own forward computes
     them), with Qwen2.5-VL's grid-derived tensors made once per grid (`grid_tensors`); for `mm_encoder_outputs`."""

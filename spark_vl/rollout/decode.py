@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch.nn.modules import module as torch_module
 from transformers.cache_utils import DynamicCache
 
+from spark_vl.models import not_plain_sdpa
+
 logger = logging.getLogger(__name__)
 
 PROJECTIONS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
@@ -246,11 +248,8 @@ def unsupported(decoder) -> str | None:
     config = getattr(decoder, "config", None)
     if config is None or not all(hasattr(decoder, a) for a in ("embed_tokens", "rotary_emb", "layers", "norm")):
         return f"{type(decoder).__name__} is not laid out as a Qwen text decoder"
-    if getattr(config, "_attn_implementation", None) != "sdpa":
-        return f"attention {getattr(config, '_attn_implementation', None)!r}, not 'sdpa'"
-    if getattr(config, "use_sliding_window", False) or any(t != "full_attention"
-                                                            for t in getattr(config, "layer_types", None) or []):
-        return "sliding-window attention layers"
+    if (attention := not_plain_sdpa(config)) is not None:
+        return attention
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return "global forward hooks"
     for name, module in decoder.named_modules():
