@@ -233,12 +233,30 @@ def test_on_policy_update_reuses_its_own_forward_and_matches_the_separate_pass(t
     """One epoch, one optimizer step per rollout step: the update's forward gives the old log-probs (the separate
     pass is skipped) and the run equals one that runs the pass, up to rounding: ratio 1, the same loss, KL,
     gradient norm, sampler gap and samples."""
+    from spark_vl.trainer import loop
+
     calls = _count_old_logprob_passes(monkeypatch)
+    switches = []  # the policy's train/eval switches inside the old/reference passes, per pass
+    fill = loop.Trainer.fill_logprobs
+
+    def counted_fill(self, seqs, old=True):
+        seen = []
+        real_train = self.model.train
+        self.model.train = lambda mode=True: seen.append(mode) or real_train(mode)
+        try:
+            fill(self, seqs, old)
+        finally:
+            del self.model.train
+        switches.append(len(seen))
+
+    monkeypatch.setattr(loop.Trainer, "fill_logprobs", counted_fill)
     reused = read_metrics(train(fast_config(tmp_path / "reused", *ON_POLICY)))
     assert calls["old"] == 0
+    assert switches == [0] * 3  # the reference pass alone leaves the policy's mode as it is
     separate = read_metrics(train(fast_config(tmp_path / "separate", *ON_POLICY,
                                               "algorithm.reuse_old_logprobs=false")))
     assert calls["old"] == 3 * 4  # 8 sequences in micro-batches of 2, every step
+    assert switches[3:] == [2] * 3  # eval for the old log-probs, train after
     for a, b in zip(reused[1:], separate[1:]):
         for key in ("loss/policy", "actor/kl", "actor/grad_norm", "actor/ratio_mean", "reward/mean",
                     "response/length_mean", "rollout/logprob_abs_diff", "rollout/sampler_kl_k3"):
