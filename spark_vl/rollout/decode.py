@@ -29,7 +29,9 @@ decoder without the Qwen layout; and in training mode (dropout).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +56,27 @@ class Stacked:
     gate_up_weight: torch.Tensor
 
 
+class LayerRefs(NamedTuple):
+    """What one layer's decode step reads, taken from its modules once a rollout (`LeanDecoder.layer_refs`): each
+    norm as (weight, epsilon), each projection as (weight, bias)."""
+
+    input_norm: tuple[torch.Tensor, float]
+    post_norm: tuple[torch.Tensor, float]
+    qkv: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+    head_dim: int
+    q_heads: int
+    qk_heads: int  # query + key heads
+    qk_norms: tuple[tuple[torch.Tensor, float], tuple[torch.Tensor, float]] | None  # Qwen3's per-head norms
+    groups: int
+    scaling: float
+    o: tuple[torch.Tensor, torch.Tensor | None]
+    gate_up: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
+    gate_features: int
+    act: Callable[[torch.Tensor], torch.Tensor]
+    down: tuple[torch.Tensor, torch.Tensor | None]
+    stack: Stacked | None
+
+
 class LeanDecoder:
     """`lean(step)`: the last hidden state [B, 1, H] of `decoder(**step)` for one new token per row, where `step`
     holds input_ids [B, 1], attention_mask [B, 1, 1, L] (bool), position_ids [3, B, 1], the cache (under
@@ -67,6 +90,7 @@ class LeanDecoder:
         self.fuse = not self.unsupported and stacked_bytes(decoder) <= FUSE_MAX_BYTES
         self.stacked_ok: dict[int, bool] = {}  # batch size -> stacked projections equal the separate ones bitwise
         self._stacked: tuple[tuple, list[Stacked]] | None = None  # (the weights' identity and versions, stacks)
+        self._layers: tuple[list[LayerRefs], tuple, bool] | None = None  # `layer_refs` of this rollout
         self._rope: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (first `fed` it covers, cos, sin)
         if self.unsupported:
             logger.info("rollout decode step: transformers' forward (%s)", self.unsupported)
@@ -105,52 +129,68 @@ class LeanDecoder:
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache,
                 fed: int | None = None) -> torch.Tensor:
         """transformers' decoder forward for one new token per row (Qwen2.5-VL / Qwen3-VL text models)."""
-        d = self.decoder
         B = input_ids.shape[0]
-        hidden = d.embed_tokens(input_ids)
+        hidden = self.decoder.embed_tokens.forward(input_ids)  # `forward`, not the module call: no hooks anywhere
         cos, sin = self.rope(hidden, position_ids, fed)
-        # The weights cannot change within a rollout: their identity is checked on its first step (or every step
-        # when called without `fed`).
-        stacks = self._stacked[1] if fed and self._stacked is not None else self.stacks()
-        check = stacks is not None and B not in self.stacked_ok  # this batch size's first step: compare both ways
-        stacked = stacks is not None and self.stacked_ok.get(B) is True
+        # The weights cannot change within a rollout: they are read (and their identity checked for the stacks) on
+        # its first step, or on every step when called without `fed`.
+        if not fed or self._layers is None:
+            self._layers = self.layer_refs()
+        layers, final_norm, fused = self._layers
+        check = fused and B not in self.stacked_ok  # this batch size's first step: compare both ways
+        stacked = fused and self.stacked_ok.get(B) is True
         same = True
-        for i, layer in enumerate(d.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            x = rms_norm(hidden, layer.input_layernorm)
-            heads = [p.out_features // attn.head_dim for p in (attn.q_proj, attn.k_proj)]
-            qkv, equal = side_by_side(x, (attn.q_proj, attn.k_proj, attn.v_proj), stacks and stacks[i].qkv_weight,
-                                      stacks and stacks[i].qkv_bias, stacked, check)
+        for i, r in enumerate(layers):
+            x = rms_norm(hidden, *r.input_norm)
+            qkv, equal = side_by_side(x, r.qkv, r.stack and r.stack.qkv_weight, r.stack and r.stack.qkv_bias,
+                                      stacked, check)
             same = same and equal
-            qkv = qkv.view(B, 1, -1, attn.head_dim).transpose(1, 2)  # [B, q + k + v heads, 1, head_dim]
-            qk, v = qkv[:, : sum(heads)], qkv[:, sum(heads) :]
-            if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head's query and key
-                qk = torch.cat([rms_norm(qk[:, : heads[0]], attn.q_norm), rms_norm(qk[:, heads[0] :], attn.k_norm)],
-                               dim=1)
+            qkv = qkv.view(B, 1, -1, r.head_dim).transpose(1, 2)  # [B, q + k + v heads, 1, head_dim]
+            qk, v = qkv[:, : r.qk_heads], qkv[:, r.qk_heads :]
+            if r.qk_norms is not None:  # Qwen3: RMSNorm over each head's query and key
+                qk = torch.cat([rms_norm(qk[:, : r.q_heads], *r.qk_norms[0]),
+                                rms_norm(qk[:, r.q_heads :], *r.qk_norms[1])], dim=1)
             qk = qk * cos + rotate_half(qk) * sin
-            q, k = qk[:, : heads[0]], qk[:, heads[0] :]
+            q, k = qk[:, : r.q_heads], qk[:, r.q_heads :]
             k, v = cache.update(k, v, i)
-            groups = attn.num_key_value_groups
-            if groups > 1:  # one query per row: the query heads of each key/value head side by side (`pack_gqa`)
-                q = q.reshape(B, q.shape[1] // groups, groups, q.shape[-1])
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling,
+            if r.groups > 1:  # one query per row: the query heads of each key/value head side by side (`pack_gqa`)
+                q = q.reshape(B, q.shape[1] // r.groups, r.groups, q.shape[-1])
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=r.scaling,
                                                  is_causal=False)
             out = out.reshape(B, -1, 1, v.shape[-1]).transpose(1, 2).contiguous().reshape(B, 1, -1).contiguous()
-            hidden = hidden + linear(out, attn.o_proj)
-            x = rms_norm(hidden, layer.post_attention_layernorm)
-            gate_up, equal = side_by_side(x, (mlp.gate_proj, mlp.up_proj), stacks and stacks[i].gate_up_weight, None,
-                                          stacked, check)
+            hidden = hidden + F.linear(out, *r.o)
+            x = rms_norm(hidden, *r.post_norm)
+            gate_up, equal = side_by_side(x, r.gate_up, r.stack and r.stack.gate_up_weight, None, stacked, check)
             same = same and equal
-            gate, up = gate_up.split(mlp.gate_proj.out_features, dim=-1)
+            gate, up = gate_up.split(r.gate_features, dim=-1)
             # The activation on a contiguous gate, as the stock forward's: a kernel's scalar tail of a shorter row
             # can round a transcendental differently from its vector body.
-            hidden = hidden + linear(mlp.act_fn(gate.contiguous()) * up, mlp.down_proj)
+            hidden = hidden + F.linear(r.act(gate.contiguous()) * up, *r.down)
         if check:
             self.stacked_ok[B] = same
             if not same:
                 logger.info("rollout decode step: stacked projections differ from separate ones for %d rows; "
                             "not stacking them", B)
-        return rms_norm(hidden, d.norm)
+        return rms_norm(hidden, *final_norm)
+
+    def layer_refs(self) -> tuple[list[LayerRefs], tuple[torch.Tensor, float], bool]:
+        """What each layer's step reads (weights, norms, head counts), read from its modules once, with the stacked
+        projections (`stacks`); the final norm's weight and epsilon; whether there are stacks."""
+        stacks = self.stacks()
+        layers = []
+        for i, layer in enumerate(self.decoder.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            q_heads, k_heads = (p.out_features // attn.head_dim for p in (attn.q_proj, attn.k_proj))
+            layers.append(LayerRefs(
+                input_norm=norm_refs(layer.input_layernorm), post_norm=norm_refs(layer.post_attention_layernorm),
+                qkv=tuple((p.weight, p.bias) for p in (attn.q_proj, attn.k_proj, attn.v_proj)),
+                head_dim=attn.head_dim, q_heads=q_heads, qk_heads=q_heads + k_heads,
+                qk_norms=(norm_refs(attn.q_norm), norm_refs(attn.k_norm)) if hasattr(attn, "q_norm") else None,
+                groups=attn.num_key_value_groups, scaling=attn.scaling, o=(attn.o_proj.weight, attn.o_proj.bias),
+                gate_up=tuple((p.weight, p.bias) for p in (mlp.gate_proj, mlp.up_proj)),
+                gate_features=mlp.gate_proj.out_features, act=getattr(mlp.act_fn, "forward", mlp.act_fn),
+                down=(mlp.down_proj.weight, mlp.down_proj.bias), stack=stacks[i] if stacks is not None else None))
+        return layers, norm_refs(self.decoder.norm), stacks is not None
 
     def rope(self, hidden: torch.Tensor, position_ids: torch.Tensor, fed: int | None):
         """cos and sin [B, 1, 1, head_dim] at `position_ids`: from the table of this rollout's coming positions
@@ -207,27 +247,29 @@ def stacked_bytes(decoder) -> float:
     return total
 
 
-def side_by_side(x: torch.Tensor, parts: tuple[torch.nn.Linear, ...], weight: torch.Tensor | None,
-                 bias: torch.Tensor | None, stacked: bool, check: bool) -> tuple[torch.Tensor, bool]:
-    """`x` through each of `parts`, outputs side by side: one product on their stacked `weight` / `bias` when
-    `stacked`, else each part's own, then (on a `check` step) whether the stacked product gives the same bits."""
+def side_by_side(x: torch.Tensor, parts: tuple[tuple[torch.Tensor, torch.Tensor | None], ...],
+                 weight: torch.Tensor | None, bias: torch.Tensor | None, stacked: bool,
+                 check: bool) -> tuple[torch.Tensor, bool]:
+    """`x` through each of `parts` (weight, bias), outputs side by side: one product on their stacked `weight` /
+    `bias` when `stacked`, else each part's own, then (on a `check` step) whether the stacked product gives the
+    same bits."""
     if stacked:
         return F.linear(x, weight, bias), True
-    out = torch.cat([linear(x, p) for p in parts], dim=-1)
+    out = torch.cat([F.linear(x, w, b) for w, b in parts], dim=-1)
     return out, not check or torch.equal(F.linear(x, weight, bias), out)
 
 
-def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-    return F.linear(x, layer.weight, layer.bias)
+def norm_refs(norm) -> tuple[torch.Tensor, float]:
+    return norm.weight, norm.variance_epsilon
 
 
-def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Qwen's RMSNorm: in float32, then back to the input's dtype before the weight."""
     dtype = x.dtype
     x = x.to(torch.float32)
     variance = x.pow(2).mean(-1, keepdim=True)
-    x = x * torch.rsqrt(variance + norm.variance_epsilon)
-    return norm.weight * x.to(dtype)
+    x = x * torch.rsqrt(variance + eps)
+    return weight * x.to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -63,15 +63,17 @@ def test_the_lean_step_equals_transformers_forward_bit_for_bit(tiny_model, table
 
 def test_stacked_projections_follow_the_weights(tiny_qwen25, monkeypatch):
     """The stacked copies are made again after an in-place update (an optimizer step) or a replaced weight, found
-    on the first step of the next rollout (`fed` 0): the lean step still equals the stock one. Within a rollout
-    (`fed` > 0) the weights' identity is not read again."""
+    on the first step of the next rollout (`fed` 0), where every weight is read again (a replaced parameter
+    object too): the lean step still equals the stock one. Within a rollout (`fed` > 0) the weights' identity is
+    not read again."""
     model, _ = tiny_qwen25
     decoder, cache, mask, position = prefilled(model)
     lean = LeanDecoder(decoder)
     theirs, kv = copy.deepcopy(cache), cache_arg(decoder)
     attn, mlp = decoder.layers[0].self_attn, decoder.layers[1].mlp
     changes = [lambda: None, lambda: attn.k_proj.weight.mul_(1.5), lambda: attn.q_proj.bias.add_(0.25),
-               lambda: setattr(mlp.up_proj.weight, "data", mlp.up_proj.weight.data * 2.0)]
+               lambda: setattr(mlp.up_proj.weight, "data", mlp.up_proj.weight.data * 2.0),
+               lambda: setattr(mlp.down_proj, "weight", torch.nn.Parameter(mlp.down_proj.weight * 0.5))]
     for fed, change in enumerate(changes):
         with torch.no_grad():  # as the optimizer's step: outside inference mode, which counts no versions
             change()
@@ -82,9 +84,10 @@ def test_stacked_projections_follow_the_weights(tiny_qwen25, monkeypatch):
     assert lean.stacked_ok == {1: True, 3: True}
     reads = []
     monkeypatch.setattr(lean, "stacks", lambda: reads.append(1) or LeanDecoder.stacks(lean))
+    held = 9 + len(changes)  # tokens in the cache
     for fed in range(1, 3):
-        step = {"input_ids": torch.full((3, 1), 20 + fed), "attention_mask": mask[:, None, None, : 12 + fed + 1],
-                "position_ids": position + 3 + fed, "use_cache": True}
+        step = {"input_ids": torch.full((3, 1), 20 + fed), "attention_mask": mask[:, None, None, : held + fed],
+                "position_ids": position + len(changes) - 1 + fed, "use_cache": True}
         with torch.inference_mode():
             assert torch.equal(lean({**step, kv: cache}, fed), decoder(**step, **{kv: theirs}).last_hidden_state)
     assert reads == []
@@ -135,7 +138,7 @@ def test_a_lean_step_that_differs_gives_way_to_transformers_forward(tiny_qwen25,
     model, processor = tiny_qwen25
     _, want = rollouts(model, processor)
     rms_norm = decode.rms_norm
-    monkeypatch.setattr(decode, "rms_norm", lambda x, norm: torch.nextafter(rms_norm(x, norm), torch.tensor(1e9)))
+    monkeypatch.setattr(decode, "rms_norm", lambda *args: torch.nextafter(rms_norm(*args), torch.tensor(1e9)))
     with caplog.at_level(logging.WARNING, logger=decode.__name__):
         engine, got = rollouts(model, processor)
     assert engine._lean.verified is False and engine._lean.stock == 12  # the trial step on one row, then 11
