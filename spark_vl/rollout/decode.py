@@ -162,7 +162,7 @@ class LeanDecoder:
             x = rms_norm(hidden, *r.post_norm)
             gate_up, equal = side_by_side(x, r.gate_up, r.stack and r.stack.gate_up_weight, None, stacked, check)
             same = same and equal
-            gate, up = gate_up.split(r.gate_features, dim=-1)
+            gate, up = gate_up[..., : r.gate_features], gate_up[..., r.gate_features :]
             # The activation on a contiguous gate, as the stock forward's: a kernel's scalar tail of a shorter row
             # can round a transcendental differently from its vector body.
             hidden = hidden + F.linear(r.act(gate.contiguous()) * up, *r.down)

@@ -155,12 +155,16 @@ class HFEngine:
         position = torch.tensor([int(e.positions.max()) + 1 for e in unique], device=device).index_select(0, rows)
         # prompt + sampled ids, kept only for the repetition penalty
         history = enc["input_ids"].index_select(0, rows) if sampling.repetition_penalty != 1.0 else None
-        # the rows' attention masks with room for every new token (a step reads the first prompt_cols + fed + 1)
+        # the rows' attention masks [B, 1, 1, L] with room for every new token (a step reads the first
+        # prompt_cols + fed + 1 columns)
         mask = torch.cat([enc["attention_mask"].index_select(0, rows).bool(),
                           torch.ones(B, sampling.max_new_tokens, dtype=torch.bool, device=device)], dim=1)
+        mask = mask[:, None, None]
+        # each row's position for each new token [3, B, max_new_tokens] (a step reads column `fed`)
+        positions = steps_ahead(position, sampling.max_new_tokens)
         last = enc["input_ids"][:, -1:].index_select(0, rows)  # the newest token of each row (prompts: left-padded)
         stop_ids = torch.tensor(self.stop_ids, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
+        done, all_done = torch.zeros(B, dtype=torch.bool, device=device), False
         lengths = torch.full((B,), -1, dtype=torch.long, device=device)  # set when a row stops
         longest_stop = max((len(s) for s in sampling.stop), default=0)
         sampled: list[torch.Tensor] = []
@@ -182,7 +186,7 @@ class HFEngine:
             make_room(cache, sampling.max_new_tokens)
             logits = out.logits[:, -1].index_select(0, rows)
             while True:
-                if len(sampled) < sampling.max_new_tokens and not bool(done.all()):
+                if len(sampled) < sampling.max_new_tokens and not all_done:
                     scores = self._scores(history, logits, sampling)
                     if sampling.greedy:
                         token = scores.argmax(dim=-1)
@@ -190,8 +194,8 @@ class HFEngine:
                         token = draw(torch.softmax(scores, dim=-1))
                     token = torch.where(done, self.pad_id, token)
                     sampled.append(token)
-                    logprobs.append(torch.log_softmax(scores, dim=-1).gather(1, token.unsqueeze(1)).squeeze(1))
                     last = token.unsqueeze(1)
+                    logprobs.append(torch.log_softmax(scores, dim=-1).gather(1, last))  # [B, 1]
                     if history is not None:
                         history = torch.cat([history, last], dim=1)
                     hit = ~done & torch.isin(token, stop_ids)
@@ -199,17 +203,19 @@ class HFEngine:
                         hit |= self._stop_string(sampled, ~done & ~hit, sampling.stop, longest_stop)
                     lengths = torch.where(hit, len(sampled), lengths)
                     done |= hit
-                finished = len(sampled) >= sampling.max_new_tokens or bool(done.all())
+                    all_done = bool(done.all())
+                finished = len(sampled) >= sampling.max_new_tokens or all_done
                 if self.synced_gpus:  # ZeRO-3: forwards are collective; a finished rank runs on with the others
                     finished = max_over_ranks(int(not finished), device) == 0
                 if finished:
                     break
-                if prompt_cols + fed + 1 > mask.shape[1]:  # a finished rank feeding on with the others (ZeRO-3)
-                    mask = torch.cat([mask, mask.new_ones(mask.shape)], dim=1)
+                if fed == positions.shape[-1]:  # a finished rank feeding on with the others (ZeRO-3)
+                    mask = torch.cat([mask, mask.new_ones(mask.shape)], dim=-1)
+                    positions = steps_ahead(position, 2 * positions.shape[-1])
                 # A [B, 1, 1, L] boolean mask (the one query sees every real key) skips transformers' per-step mask
                 # construction.
-                step = {"input_ids": last, "attention_mask": mask[:, None, None, : prompt_cols + fed + 1],
-                        "position_ids": (position + fed).view(1, B, 1).expand(3, B, 1), kv: cache, "use_cache": True}
+                step = {"input_ids": last, "attention_mask": mask[..., : prompt_cols + fed + 1],
+                        "position_ids": positions[..., fed : fed + 1], kv: cache, "use_cache": True}
                 if decoder is not None:
                     logits = self.model.lm_head(self._lean(step, fed)[:, -1])
                 else:
@@ -221,7 +227,7 @@ class HFEngine:
         lengths = torch.where(stopped, lengths, len(sampled)).tolist()
         if not sampled:
             return [[] for _ in range(B)], [[] for _ in range(B)], [False] * B
-        tokens_BT, logp_BT = torch.stack(sampled, dim=1).cpu(), torch.stack(logprobs, dim=1).float().cpu()
+        tokens_BT, logp_BT = torch.stack(sampled, dim=1).cpu(), torch.cat(logprobs, dim=1).float().cpu()
         if bool(logp_BT.isnan().any()):  # `draw`'s check, once: a NaN or inf score makes its row's log-probs NaN
             raise RuntimeError(f"{NOT_FINITE}: the policy's scores were not finite while sampling")
         return ([tokens_BT[b, :n].tolist() for b, n in enumerate(lengths)],
@@ -312,15 +318,18 @@ class RoomyLayer(DynamicLayer):
         self._view(length)
 
     def _view(self, length: int) -> None:
-        self.keys, self.values = (buf[:, :, :length] for buf in self.buffers)
+        self.keys, self.values = self.buffers[0][:, :, :length], self.buffers[1][:, :, :length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        start, end = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
-        if end > self.buffers[0].shape[-2]:
-            self._reserve(self.keys, self.values, max(end, 2 * self.buffers[0].shape[-2]))
-        self.buffers[0][:, :, start:end] = key_states
-        self.buffers[1][:, :, start:end] = value_states
-        self._view(end)
+        start = self.keys.shape[-2]
+        end = start + key_states.shape[-2]
+        keys, values = self.buffers
+        if end > keys.shape[-2]:
+            self._reserve(self.keys, self.values, max(end, 2 * keys.shape[-2]))
+            keys, values = self.buffers
+        keys[:, :, start:end] = key_states
+        values[:, :, start:end] = value_states
+        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
         return self.keys, self.values
 
 
@@ -333,6 +342,12 @@ def make_room(cache, room: int) -> None:
     for i, layer in enumerate(layers):
         if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.dim() == 4:
             layers[i] = RoomyLayer(layer, room)
+
+
+def steps_ahead(position_B: torch.Tensor, steps: int) -> torch.Tensor:
+    """M-RoPE position ids [3, B, steps] of the next `steps` new tokens of each row, the first at `position_B`."""
+    B = position_B.shape[0]
+    return (position_B.view(B, 1) + torch.arange(steps, device=position_B.device)).expand(3, B, steps)
 
 
 def max_over_ranks(value: int, device: torch.device) -> int:
