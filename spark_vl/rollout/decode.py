@@ -91,7 +91,7 @@ class LeanDecoder:
         self.stacked_ok: dict[int, bool] = {}  # batch size -> stacked projections equal the separate ones bitwise
         self._stacked: tuple[tuple, list[Stacked]] | None = None  # (the weights' identity and versions, stacks)
         self._layers: tuple[list[LayerRefs], tuple, bool] | None = None  # `layer_refs` of this rollout
-        self._rope: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (first `fed` it covers, cos, sin)
+        self._rope: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (first `fed` it covers, cos, signed sin)
         if self.unsupported:
             logger.info("rollout decode step: transformers' forward (%s)", self.unsupported)
 
@@ -150,14 +150,14 @@ class LeanDecoder:
             if r.qk_norms is not None:  # Qwen3: RMSNorm over each head's query and key
                 qk = torch.cat([rms_norm(qk[:, : r.q_heads], *r.qk_norms[0]),
                                 rms_norm(qk[:, r.q_heads :], *r.qk_norms[1])], dim=1)
-            qk = qk * cos + rotate_half(qk) * sin
+            qk = qk * cos + qk.roll(qk.shape[-1] // 2, -1) * sin  # `rotate_half(qk) * sin`: see `signed_sin`
             q, k = qk[:, : r.q_heads], qk[:, r.q_heads :]
             k, v = cache.update(k, v, i)
             if r.groups > 1:  # one query per row: the query heads of each key/value head side by side (`pack_gqa`)
                 q = q.reshape(B, q.shape[1] // r.groups, r.groups, q.shape[-1])
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=r.scaling,
                                                  is_causal=False)
-            out = out.reshape(B, -1, 1, v.shape[-1]).transpose(1, 2).contiguous().reshape(B, 1, -1).contiguous()
+            out = out.reshape(B, 1, -1)  # one query: the heads' outputs side by side, as the stock transpose gives
             hidden = hidden + F.linear(out, *r.o)
             x = rms_norm(hidden, *r.post_norm)
             gate_up, equal = side_by_side(x, r.gate_up, r.stack and r.stack.gate_up_weight, None, stacked, check)
@@ -193,18 +193,20 @@ class LeanDecoder:
         return layers, norm_refs(self.decoder.norm), stacks is not None
 
     def rope(self, hidden: torch.Tensor, position_ids: torch.Tensor, fed: int | None):
-        """cos and sin [B, 1, 1, head_dim] at `position_ids`: from the table of this rollout's coming positions
-        when `fed` is given (made at fed 0, and again when it runs out), else computed for this step alone."""
+        """cos and the signed sin (`signed_sin`) [B, 1, 1, head_dim] at `position_ids`: from the table of this
+        rollout's coming positions when `fed` is given (made at fed 0, and again when it runs out; one [B, 1, 1,
+        head_dim] entry per position), else computed for this step alone."""
         if fed is None:
             cos, sin = self.decoder.rotary_emb(hidden, position_ids)
-            return cos.unsqueeze(1), sin.unsqueeze(1)
+            return cos.unsqueeze(1), signed_sin(sin.unsqueeze(1))
         table = self._rope
-        if fed == 0 or table is None or not table[0] <= fed < table[0] + table[1].shape[1]:
-            length = ROPE_STEPS[0] if fed == 0 or table is None else min(2 * table[1].shape[1], ROPE_STEPS[1])
+        if fed == 0 or table is None or not table[0] <= fed < table[0] + len(table[1]):
+            length = ROPE_STEPS[0] if fed == 0 or table is None else min(2 * len(table[1]), ROPE_STEPS[1])
             ahead = position_ids + torch.arange(length, device=position_ids.device)  # [3, B, length]
-            table = self._rope = (fed, *self.decoder.rotary_emb(hidden, ahead))
+            cos, sin = (t.transpose(0, 1)[:, :, None, None] for t in self.decoder.rotary_emb(hidden, ahead))
+            table = self._rope = (fed, cos, signed_sin(sin))  # [length, B, 1, 1, head_dim]
         start, cos, sin = table
-        return cos[:, None, fed - start, None], sin[:, None, fed - start, None]
+        return cos[fed - start], sin[fed - start]
 
     def stacks(self) -> list[Stacked] | None:
         """Every layer's stacked projections (None where `fuse` is off), stacked again when any weight was replaced
@@ -265,6 +267,8 @@ def norm_refs(norm) -> tuple[torch.Tensor, float]:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Qwen's RMSNorm: in float32, then back to the input's dtype before the weight."""
+    if x.dtype == torch.float32:  # (without the two casts, which would return `x` itself)
+        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
     dtype = x.dtype
     x = x.to(torch.float32)
     variance = x.pow(2).mean(-1, keepdim=True)
@@ -272,9 +276,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * x.to(dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """`sin` with its first half negated: transformers' `rotate_half(x) * sin` (x's halves swapped, the new first
+    half negated) is then `x.roll(half, -1) * signed_sin(sin)`, bit for bit (a product's rounding does not depend
+    on which factor carries the sign), in one operation instead of four."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
 
 def one_row(cache) -> DynamicCache:

@@ -173,3 +173,20 @@ def test_the_lean_step_steps_aside_where_it_cannot_see_the_computation(tiny_qwen
         lean({"input_ids": torch.ones(3, 1, dtype=torch.long), "attention_mask": mask[:, None, None, :10],
               "position_ids": position, "use_cache": True, cache_arg(decoder): cache})
     assert lean.stock == 1 and lean.verified is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rolled_heads_times_the_signed_sin_are_transformers_rotate_half(dtype):
+    """`x.roll(half, -1) * signed_sin(sin)` is `rotate_half(x) * sin` bit for bit (signed zeros, infinities and
+    subnormal products included), for the query/key layouts of the decode step."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import rotate_half
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(16, 6, 1, 128, generator=g) * torch.logspace(-40, 30, 128)).to(dtype)
+    x[0, 0, 0, :4] = torch.tensor([0.0, -0.0, float("inf"), -float("inf")])
+    sin = torch.randn(16, 1, 1, 128, generator=g).to(dtype)
+    sin[1, 0, 0, 64:68] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])
+    want = rotate_half(x) * sin
+    got = x.roll(64, -1) * decode.signed_sin(sin)
+    assert torch.equal(got.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+                       want.view(torch.int16 if dtype == torch.bfloat16 else torch.int32))  # the bits, signs of 0 too
