@@ -90,18 +90,19 @@ def sampler_gaps(old: list, behaviour: list, cap: float = 2.0) -> list[SamplerGa
     lengths = [len(o) for o in old]
     d = log_ratio(_joined(old), _joined(behaviour))
     rho = torch.exp(d)
-    parts = (d.abs(), torch.expm1(d) - d, rho, ((rho > cap) | (rho < 1.0 / cap)).double())
-    sums, start = [], 0
+    parts = torch.stack([d.abs(), torch.expm1(d) - d, rho, ((rho > cap) | (rho < 1.0 / cap)).double()])  # [4, N]
+    sums, maxima, start = [], [], 0
     for n in lengths:
-        if n:
-            sums += [p[start : start + n].sum() for p in parts] + [rho[start : start + n].max()]
+        if n:  # (a row of the [4, n] slice sums as the contiguous 1-D slice does: a test compares the bits)
+            sums.append(parts[:, start : start + n].sum(dim=1))
+            maxima.append(rho[start : start + n].max())
         start += n
-    values = iter(torch.stack(sums).tolist() if sums else [])
+    values = iter(torch.cat([torch.stack(sums), torch.stack(maxima)[:, None]], dim=1).tolist() if sums else [])
     gaps = []
     for n in lengths:
         if not n:
             gaps.append(SamplerGap(0, 0.0, 0.0, 0.0, float("-inf"), 0))
             continue
-        abs_diff, k3, ratio, outside, ratio_max = (next(values) for _ in range(5))
+        abs_diff, k3, ratio, outside, ratio_max = next(values)
         gaps.append(SamplerGap(n, abs_diff, k3, ratio, ratio_max, int(outside)))
     return gaps

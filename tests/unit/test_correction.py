@@ -109,19 +109,19 @@ def test_means_maximum_is_reduced_as_a_max():
 def test_sampler_gaps_of_many_sequences_are_each_sequence_alone_bit_for_bit():
     """All sequences' tokens at once (lists of floats, as the trainer keeps them): every sum equals the one-sequence
     computation on float32 tensors exactly, whatever the lengths (one token, a row shorter than a vector register,
-    long rows); a sequence without tokens gets the empty gap."""
+    long rows; 20 random sets of 16 lengths); a sequence without tokens gets the empty gap."""
     g = torch.Generator().manual_seed(0)
-    lengths = [1, 7, 0, 33, 130, 5]
-    old = [(torch.randn(n, generator=g) * 0.3 - 2).tolist() for n in lengths]
-    behaviour = [(torch.tensor(o) + torch.randn(len(o), generator=g) * 0.4).tolist() for o in old]
-    gaps = sampler_gaps(old, behaviour, cap=1.5)
-    for o, b, gap in zip(old, behaviour, gaps, strict=True):
-        if not o:
-            assert gap == SamplerGap(0, 0.0, 0.0, 0.0, float("-inf"), 0)
-            continue
-        d = torch.clamp(torch.tensor(o).double() - torch.tensor(b).double(), -20, 20)
-        rho = torch.exp(d)
-        alone = SamplerGap(len(o), float(d.abs().sum()), float((torch.expm1(d) - d).sum()), float(rho.sum()),
-                           float(rho.max()), int(((rho > 1.5) | (rho < 1 / 1.5)).sum()))
-        assert gap == alone
-    assert sum(g.outside for g in gaps) > 0
+    for lengths in [[1, 7, 0, 33, 130, 5], *(torch.randint(0, 400, (16,), generator=g).tolist() for _ in range(20))]:
+        old = [(torch.randn(n, generator=g) * 0.3 - 2).tolist() for n in lengths]
+        behaviour = [(torch.tensor(o) + torch.randn(len(o), generator=g) * 0.4).tolist() for o in old]
+        gaps = sampler_gaps(old, behaviour, cap=1.5)
+        for o, b, gap in zip(old, behaviour, gaps, strict=True):
+            if not o:
+                assert gap == SamplerGap(0, 0.0, 0.0, 0.0, float("-inf"), 0)
+                continue
+            d = torch.clamp(torch.tensor(o).double() - torch.tensor(b).double(), -20, 20)
+            rho = torch.exp(d)
+            alone = SamplerGap(len(o), float(d.abs().sum()), float((torch.expm1(d) - d).sum()), float(rho.sum()),
+                               float(rho.max()), int(((rho > 1.5) | (rho < 1 / 1.5)).sum()))
+            assert gap == alone
+        assert sum(g.outside for g in gaps) > 0
