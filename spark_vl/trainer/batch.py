@@ -104,33 +104,48 @@ class Sequence:
 
 
 def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False, uniform: bool = False) -> TrainBatch:
-    """Right-pad `seqs` into one TrainBatch (each tensor made at once from Python rows, not filled row by row).
+    """Right-pad `seqs` into one TrainBatch (numpy arrays filled at once: each distinct prompt's tokens into its
+    rows, every response value at its row and column).
     `share_prompts`: also `TrainBatch.shared` (each prompt once) when every prompt carries its M-RoPE positions and
     some row repeats a prompt; with `uniform` whether or not one does (several ranks must run the same modules in
     the same order: ZeRO-3 gathers per module call, ZeRO-1/2 reduce gradients in the backward's order)."""
-    T = max(len(s.prompt.input_ids) + len(s.response_ids) for s in seqs)
+    B = len(seqs)
+    P = np.array([len(s.prompt.input_ids) for s in seqs], dtype=np.int64)
+    R = np.array([len(s.response_ids) for s in seqs], dtype=np.int64)
+    T = int((P + R).max())
     has_old = all(s.old_logprobs is not None for s in seqs)
     has_ref = all(s.ref_logprobs is not None for s in seqs)
     has_behaviour = any(s.behaviour_logprobs is not None for s in seqs)
-    ids, types, mask, response, advantages, old_lp, ref_lp, behaviour_lp = ([] for _ in range(8))
+    # Every response token's row and column, all rows end to end: its token sits at column p + i, the response-
+    # aligned values of the column predicting it at p - 1 + i.
+    rows = np.repeat(np.arange(B), R)
+    cols = np.arange(int(R.sum())) - np.repeat(np.cumsum(R) - R, R) + np.repeat(P, R)
+    ids = np.full((B, T), pad_id, dtype=np.int64)
+    types = np.zeros((B, T), dtype=np.int64)
+    for prompt, at in rows_by_prompt(seqs):  # each distinct prompt's tokens once, into all its rows
+        n = len(prompt.input_ids)
+        ids[at, :n] = prompt.input_ids
+        types[at, :n] = prompt.mm_token_type_ids
+    ids[rows, cols] = [t for s in seqs for t in s.response_ids]
+
+    def aligned(values) -> torch.Tensor:  # [B, T - 1] float32: `values` at each response token's predicting column
+        out = np.zeros((B, T - 1), dtype=np.float32)
+        out[rows, cols - 1] = values
+        return torch.from_numpy(out)
+
+    def logprobs(field: str, name: str) -> torch.Tensor:  # every row's list (float32 from the same doubles)
+        flat = []
+        for b, s in enumerate(seqs):
+            row = getattr(s, field)
+            row = [0.0] * int(R[b]) if row is None else row  # (a row without the sampler's: has_behaviour)
+            if len(row) != R[b]:
+                raise ValueError(f"sequence {b} has {R[b]} response tokens but {len(row)} {name}")
+            flat += row
+        return aligned(np.array(flat, dtype=np.float32))
+
     pixels, grids, vision_grids, image_index = [], [], [], []
     first_image: dict[int, int] = {}  # id(encoded prompt) -> its first image's index among the distinct ones
-    for b, s in enumerate(seqs):
-        p, r = len(s.prompt.input_ids), len(s.response_ids)
-        pad = T - p - r
-        ids.append(s.prompt.input_ids + s.response_ids + [pad_id] * pad)
-        types.append(s.prompt.mm_token_type_ids + [0] * (T - p))
-        mask.append([1] * (p + r) + [0] * pad)
-        response.append(_aligned([1.0] * r, p, pad))
-        advantages.append(_aligned([s.advantage] * r, p, pad))
-        for rows, values, name, wanted in ((old_lp, s.old_logprobs, "old log-probs", has_old),
-                                           (ref_lp, s.ref_logprobs, "reference log-probs", has_ref),
-                                           (behaviour_lp, s.behaviour_logprobs, "sampler log-probs", has_behaviour)):
-            if wanted:
-                values = [0.0] * r if values is None else values  # (a row without the sampler's: has_behaviour)
-                if len(values) != r:
-                    raise ValueError(f"sequence {b} has {r} response tokens but {len(values)} {name}")
-                rows.append(_aligned(values, p, pad))
+    for s in seqs:
         if s.prompt.pixel_values is not None:
             grids.append(s.prompt.image_grid_thw)
             if id(s.prompt) not in first_image:
@@ -153,18 +168,18 @@ def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False, unif
     if share_prompts and positions is not None and (uniform or len(distinct_prompts(seqs)) < len(seqs)):
         once = shared_prompts(seqs, pad_id, T)
     return TrainBatch(
-        input_ids=_tensor(ids, np.int64),
-        attention_mask=_tensor(mask, np.int64),
-        mm_token_type_ids=_tensor(types, np.int64),
+        input_ids=torch.from_numpy(ids),
+        attention_mask=torch.from_numpy((np.arange(T) < (P + R)[:, None]).astype(np.int64)),
+        mm_token_type_ids=torch.from_numpy(types),
         pixel_values=torch.cat(pixels) if pixels else None,
         image_grid_thw=torch.cat(grids) if grids else None,
-        response_mask=_tensor(response, np.float32),
-        advantages=_tensor(advantages, np.float32),
-        old_logprobs=_tensor(old_lp, np.float32) if has_old else None,
-        ref_logprobs=_tensor(ref_lp, np.float32) if has_ref else None,
+        response_mask=aligned(1.0),
+        advantages=aligned(np.repeat(np.array([s.advantage for s in seqs], dtype=np.float32), R)),
+        old_logprobs=logprobs("old_logprobs", "old log-probs") if has_old else None,
+        ref_logprobs=logprobs("ref_logprobs", "reference log-probs") if has_ref else None,
         loss_weights=torch.tensor([s.weight for s in seqs], dtype=torch.float32),
         is_expert=torch.tensor([s.is_expert for s in seqs], dtype=torch.bool),
-        behaviour_logprobs=_tensor(behaviour_lp, np.float32) if has_behaviour else None,
+        behaviour_logprobs=logprobs("behaviour_logprobs", "sampler log-probs") if has_behaviour else None,
         has_behaviour=torch.tensor([s.behaviour_logprobs is not None for s in seqs]) if has_behaviour else None,
         vision_grid_thw=torch.cat(vision_grids) if shared else None,
         image_index=torch.tensor(image_index, dtype=torch.long) if shared else None,
@@ -218,6 +233,14 @@ def response_values(values_BT: torch.Tensor, seqs: list[Sequence]) -> list[list[
         p, r = len(s.prompt.input_ids), len(s.response_ids)
         out.append(values_BT[b, p - 1 : p - 1 + r].tolist())
     return out
+
+
+def rows_by_prompt(seqs: list[Sequence]) -> list[tuple[EncodedPrompt, list[int]]]:
+    """Each distinct encoded prompt (by identity) with its rows, in order of first appearance."""
+    rows: dict[int, tuple[EncodedPrompt, list[int]]] = {}
+    for b, s in enumerate(seqs):
+        rows.setdefault(id(s.prompt), (s.prompt, []))[1].append(b)
+    return list(rows.values())
 
 
 def distinct_prompts(seqs: list[Sequence]) -> dict[int, EncodedPrompt]:
