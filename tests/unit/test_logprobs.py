@@ -5,7 +5,7 @@ from torch.utils.checkpoint import checkpoint
 from spark_vl.algorithms.logprobs import chunked_logprobs, naive_logprobs, sequence_logprobs
 from spark_vl.data.prompts import build_prompt
 from spark_vl.data.synthetic import synthetic_samples
-from spark_vl.models.encode import attach_positions, encode_prompt
+from spark_vl.models.encode import EncodedPrompt, attach_positions, encode_prompt
 from spark_vl.trainer.batch import Sequence, collate, response_values
 
 
@@ -265,6 +265,35 @@ def test_collate_places_every_row_as_the_row_by_row_definition(tiny_model):
     seqs[2].ref_logprobs = seqs[2].ref_logprobs[:-1]
     with pytest.raises(ValueError, match="sequence 2 has .* reference log-probs"):
         collate(seqs, pad)
+
+
+def test_collate_of_random_batches_is_the_row_by_row_definition():
+    """200 random batches (prompts of 1-40 tokens shared by several rows, responses of 0-12 tokens): every tensor
+    equals the row-by-row placement, with collate's dtypes."""
+    g = torch.Generator().manual_seed(1)
+
+    def ints(n, high):
+        return torch.randint(0, high, (n,), generator=g).tolist()
+
+    for _ in range(200):
+        prompts = []
+        for n in (int(x) for x in torch.randint(1, 41, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g)):
+            prompts.append(EncodedPrompt(ints(n, 100), ints(n, 2), None, None, torch.arange(n).expand(3, n)))
+        seqs = []
+        for k in ints(int(torch.randint(1, 9, (1,), generator=g)), len(prompts)):
+            r = int(torch.randint(0, 13, (1,), generator=g))
+            values = [torch.randn(r, generator=g).tolist() for _ in range(3)]
+            seqs.append(Sequence(prompts[k], ints(r, 100), advantage=float(torch.randn(1, generator=g)),
+                                 old_logprobs=values[0], ref_logprobs=values[1],
+                                 behaviour_logprobs=values[2] if r % 2 else None))
+        batch = collate(seqs, 7)
+        for name, expected in _collate_row_by_row(seqs, 7).items():
+            if name == "behaviour_logprobs" and batch.has_behaviour is None:
+                assert batch.behaviour_logprobs is None and not expected.any()
+                continue
+            got = getattr(batch, name)
+            assert got.dtype == (torch.float32 if expected.is_floating_point() else torch.int64), name
+            assert torch.equal(got, expected), name
 
 
 def _shared_prompt_rows(model, processor):
