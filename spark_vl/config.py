@@ -204,7 +204,8 @@ class TrainerConfig:
     share_prompts: bool = False
     # Score rewards in a thread while the step's old/reference log-prob passes run (they read the rollouts, never the
     # rewards: the same values). Only with the builtin verifier (reward.name=math), no judge model and no dynamic
-    # sampling (which drops groups by their rewards).
+    # sampling (which drops groups by their rewards), and where the passes leave a core free (on a GPU, or fewer
+    # torch threads than cores: on a CPU they fill, the scorer would only take turns with them).
     overlap_reward: bool = True
     lr: float = 1e-6
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio

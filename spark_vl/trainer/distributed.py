@@ -207,6 +207,17 @@ def lockstep(cfg: Config, dist: DistInfo) -> bool:
     return cfg.deepspeed.zero_stage == 3 and dist.world_size > 1
 
 
+def spare_core(device: torch.device) -> bool:
+    """Whether the model's passes leave a CPU core free for work beside them: they run on an accelerator, or torch's
+    CPU threads are fewer than this process's cores. (Where the passes' threads fill every core, work beside them
+    only takes turns with them: on 2 cores, scoring beside the reference pass gave 0.96-0.99 of the step time of
+    scoring first, and 1.14 in its favour with one torch thread: docs/BENCHMARKS.md.)"""
+    if device.type != "cpu":
+        return True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return torch.get_num_threads() < cores
+
+
 def all_gather_objects(value) -> list:
     """`value` from every rank, in rank order (picklable values; a plain process gets [value])."""
     if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:

@@ -57,6 +57,7 @@ from spark_vl.trainer.distributed import (
     init_distributed,
     lockstep,
     share_of,
+    spare_core,
     trainer_clip,
     zero3_loading,
     zero_loss,
@@ -390,9 +391,9 @@ class Trainer:
         """Rewards may be scored beside the log-prob passes: asked for, the builtin verifier (a plug-in reward may
         use the model or the device itself), no judge model (its forward passes would share the device, and under
         ZeRO-3 its collectives the ranks), no dynamic sampling (it trains only the groups the rewards let
-        through)."""
+        through), and a core the passes leave free (`spare_core`)."""
         return (self.cfg.trainer.overlap_reward and self.cfg.reward.name == "math" and self.reward_judge is None
-                and not self.cfg.algorithm.dynamic_sampling)
+                and not self.cfg.algorithm.dynamic_sampling and spare_core(self.dist.device))
 
     # -- advantages, log-probs and the update ----------------------------------------------------------------------
     def advantages(self, groups: list[RolloutGroup], metrics: Means, prefix: str) -> list[list[float]]:

@@ -433,6 +433,7 @@ def test_rewards_scored_beside_the_logprob_passes_change_nothing(tmp_path, monke
         return score_groups(*args, **kwargs)
 
     monkeypatch.setattr(loop, "score_groups", spy)
+    monkeypatch.setattr(loop, "spare_core", lambda device: True)  # (as on a GPU node; this CPU's threads fill it)
     common = ("trainer.rollout_steps=2", "algorithm.kl_coef=0.04", "algorithm.reuse_old_logprobs=false")
     beside = read_metrics(train(fast_config(tmp_path / "beside", *common)))
     beside_threads, threads[:] = threads[:], []
@@ -453,5 +454,6 @@ def test_a_scorer_that_fails_stops_the_run_with_its_error(tmp_path, monkeypatch)
         raise ValueError("reward plug-in failed on row 3")
 
     monkeypatch.setattr(loop, "score_groups", broken)
+    monkeypatch.setattr(loop, "spare_core", lambda device: True)  # scored in its thread
     with pytest.raises(ValueError, match="row 3"):
         train(fast_config(tmp_path / "run", "trainer.rollout_steps=1"))

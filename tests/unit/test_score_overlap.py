@@ -1,10 +1,13 @@
 """Scoring rewards beside the log-prob passes: when it may, and how the advantages find their sequences."""
 
+import os
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from spark_vl.config import load_config
+from spark_vl.trainer import distributed
 from spark_vl.trainer.batch import Sequence
 from spark_vl.trainer.loop import Trainer, set_advantages
 from spark_vl.types import Prompt, Rollout, RolloutGroup, Sample
@@ -30,4 +33,17 @@ def test_advantages_land_on_the_sequences_of_non_empty_rollouts_in_order():
 ])
 def test_scoring_overlaps_only_where_nothing_else_needs_the_model_or_the_rewards_first(overrides, judge, expected):
     cfg = load_config("configs/demo_cpu.yaml", overrides)
-    assert Trainer.overlaps.fget(SimpleNamespace(cfg=cfg, reward_judge=judge)) is expected
+    gpu = SimpleNamespace(device=torch.device("cuda", 0))  # (a spare core: the passes run on the device)
+    assert Trainer.overlaps.fget(SimpleNamespace(cfg=cfg, reward_judge=judge, dist=gpu)) is expected
+
+
+def test_scoring_overlaps_on_a_cpu_only_where_the_passes_leave_a_core_free(monkeypatch):
+    """On a CPU whose cores torch's threads fill, the scorer would only take turns with the passes."""
+    cfg = load_config("configs/demo_cpu.yaml", [])
+    trainer = SimpleNamespace(cfg=cfg, reward_judge=None, dist=SimpleNamespace(device=torch.device("cpu")))
+    cores = len(os.sched_getaffinity(0))
+    for threads, expected in ((cores, False), (cores + 2, False), (max(1, cores - 1), cores > 1)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        assert distributed.spare_core(torch.device("cpu")) is expected
+        assert Trainer.overlaps.fget(trainer) is expected
+    assert distributed.spare_core(torch.device("cuda", 0))
