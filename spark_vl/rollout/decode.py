@@ -267,13 +267,10 @@ def norm_refs(norm) -> tuple[torch.Tensor, float]:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Qwen's RMSNorm: in float32, then back to the input's dtype before the weight."""
-    if x.dtype == torch.float32:  # (without the two casts, which would return `x` itself)
-        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
-    dtype = x.dtype
-    x = x.to(torch.float32)
-    variance = x.pow(2).mean(-1, keepdim=True)
-    x = x * torch.rsqrt(variance + eps)
-    return weight * x.to(dtype)
+    low = x.dtype != torch.float32  # (the casts are skipped in float32, where they would return `x` itself)
+    x32 = x.to(torch.float32) if low else x
+    y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * (y.to(x.dtype) if low else y)
 
 
 def signed_sin(sin: torch.Tensor) -> torch.Tensor:

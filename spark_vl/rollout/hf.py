@@ -329,7 +329,7 @@ class RoomyLayer(DynamicLayer):
             keys, values = self.buffers
         keys[:, :, start:end] = key_states
         values[:, :, start:end] = value_states
-        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+        self._view(end)
         return self.keys, self.values
 
 

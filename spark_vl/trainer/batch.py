@@ -122,7 +122,8 @@ def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False, unif
     cols = np.arange(int(R.sum())) - np.repeat(np.cumsum(R) - R, R) + np.repeat(P, R)
     ids = np.full((B, T), pad_id, dtype=np.int64)
     types = np.zeros((B, T), dtype=np.int64)
-    for prompt, at in rows_by_prompt(seqs):  # each distinct prompt's tokens once, into all its rows
+    prompts = rows_by_prompt(seqs)
+    for prompt, at in prompts:  # each distinct prompt's tokens once, into all its rows
         n = len(prompt.input_ids)
         ids[at, :n] = prompt.input_ids
         types[at, :n] = prompt.mm_token_type_ids
@@ -158,14 +159,13 @@ def collate(seqs: list[Sequence], pad_id: int, share_prompts: bool = False, unif
     positions = None
     if all(s.prompt.positions is not None for s in seqs):
         by_prompt: dict[int, torch.Tensor] = {}  # per distinct prompt: its positions, then its response's
-        for s in seqs:
-            if id(s.prompt) not in by_prompt:
-                prompt = s.prompt.positions.long()
-                text = prompt.max() + 1 + torch.arange(T - prompt.shape[1])
-                by_prompt[id(s.prompt)] = torch.cat([prompt, text.expand(3, -1)], dim=1)
+        for prompt, _ in prompts:
+            own = prompt.positions.long()
+            text = own.max() + 1 + torch.arange(T - own.shape[1])
+            by_prompt[id(prompt)] = torch.cat([own, text.expand(3, -1)], dim=1)
         positions = torch.stack([by_prompt[id(s.prompt)] for s in seqs], dim=1)
     once = None
-    if share_prompts and positions is not None and (uniform or len(distinct_prompts(seqs)) < len(seqs)):
+    if share_prompts and positions is not None and (uniform or len(prompts) < len(seqs)):
         once = shared_prompts(seqs, pad_id, T)
     return TrainBatch(
         input_ids=torch.from_numpy(ids),
@@ -245,10 +245,7 @@ def rows_by_prompt(seqs: list[Sequence]) -> list[tuple[EncodedPrompt, list[int]]
 
 def distinct_prompts(seqs: list[Sequence]) -> dict[int, EncodedPrompt]:
     """The encoded prompts of `seqs` by identity (rows of a group share one object), in order of first appearance."""
-    out: dict[int, EncodedPrompt] = {}
-    for s in seqs:
-        out.setdefault(id(s.prompt), s.prompt)
-    return out
+    return {id(prompt): prompt for prompt, _ in rows_by_prompt(seqs)}
 
 
 def by_prompt(seqs: list[Sequence]) -> list[Sequence]:

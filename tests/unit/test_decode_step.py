@@ -190,3 +190,14 @@ def test_rolled_heads_times_the_signed_sin_are_transformers_rotate_half(dtype):
     got = x.roll(64, -1) * decode.signed_sin(sin)
     assert torch.equal(got.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
                        want.view(torch.int16 if dtype == torch.bfloat16 else torch.int32))  # the bits, signs of 0 too
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_is_the_models_own_norm_bit_for_bit(tiny_qwen25, dtype):
+    """The decode step's RMSNorm (its casts skipped in float32) equals the model's norm module in both dtypes."""
+    norm = copy.deepcopy(tiny_qwen25[0].model.language_model.layers[0].input_layernorm).to(dtype)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(norm.weight.shape, generator=g))
+        x = (torch.randn(16, 1, norm.weight.shape[0], generator=g) * 3).to(dtype)
+        assert torch.equal(decode.rms_norm(x, norm.weight, norm.variance_epsilon), norm(x))
